@@ -1,0 +1,128 @@
+"""NIfTI read/write through SimpleITK, geometry-exact, atomic.
+
+NIfTI stores pixdim, quaternion and sform in float32, so a value written from float64 comes
+back rounded to float32 precision (e.g. 0.98 → 0.98000001907...). Reading what we wrote and
+writing it again is then bit-exact: the round trip is idempotent, and tests check both.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from cervicontour.errors import InputError
+from cervicontour.volume import Volume
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def strip_nifti_suffix(name: str) -> str:
+    """``"Bladder.nii.gz"`` → ``"Bladder"``."""
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def image_to_volume(image: sitk.Image, *, source: str = "<memory>") -> Volume:
+    """Convert a 3-D SimpleITK image to a :class:`Volume` (array in ITK index order)."""
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{source}: expected a 3-D single-channel image, got {image.GetDimension()}-D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s) and size {image.GetSize()}; "
+            "split 4-D or multi-channel files into one 3-D volume per file"
+        )
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # [z,y,x] -> [i,j,k]
+    return Volume(
+        array,
+        image.GetSpacing(),
+        image.GetOrigin(),
+        np.asarray(image.GetDirection(), dtype=float).reshape(3, 3),
+        {"source": source},
+    )
+
+
+def volume_to_image(volume: Volume) -> sitk.Image:
+    """Convert a :class:`Volume` to a SimpleITK image with the same geometry."""
+    array = volume.array
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.SetSpacing(volume.spacing_mm)
+    image.SetOrigin(volume.origin_mm)
+    image.SetDirection(tuple(float(v) for v in volume.direction.ravel()))
+    return image
+
+
+def read_nifti(path: str | os.PathLike) -> Volume:
+    """Read a 3-D NIfTI file (``.nii`` or ``.nii.gz``).
+
+    Args:
+        path: file to read. It is never modified.
+
+    Returns:
+        A :class:`Volume` whose array keeps the file's data type (int16, float32, uint8, ...)
+        after SimpleITK applies ``scl_slope``/``scl_inter``.
+
+    Raises:
+        InputError: missing, unreadable, truncated, or not 3-D.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected a NIfTI image (.nii or .nii.gz)")
+    if not is_nifti(path):
+        raise InputError(f"{path}: expected a .nii or .nii.gz file; use `read_dicom_series` for DICOM")
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("NiftiImageIO")
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise InputError(
+            f"{path}: cannot be read as NIfTI ({first}); the file may be truncated or not NIfTI — "
+            "re-export it from the source system"
+        ) from None
+    return image_to_volume(image, source=str(path))
+
+
+def write_nifti(volume: Volume, path: str | os.PathLike, *, compress: bool | None = None) -> Path:
+    """Write a :class:`Volume` atomically (temporary file in the same folder, then rename).
+
+    Args:
+        volume: what to write; boolean arrays are written as uint8.
+        path: destination ending in ``.nii`` or ``.nii.gz``; parent folders are created.
+        compress: defaults to ``True`` for ``.nii.gz``.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    if not is_nifti(path):
+        raise InputError(f"{path}: NIfTI output must end in .nii or .nii.gz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(path).lower().endswith(".nii.gz") else ".nii"
+    if compress is None:
+        compress = suffix == ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer = sitk.ImageFileWriter()
+        writer.SetImageIO("NiftiImageIO")
+        writer.SetFileName(tmp)
+        writer.SetUseCompression(compress)
+        writer.Execute(volume_to_image(volume))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
