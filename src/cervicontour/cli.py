@@ -21,8 +21,9 @@ app = typer.Typer(
 
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -147,6 +148,53 @@ def demo(
         "demo: segmentation model not shipped yet — this demo stops at the synthetic cohort "
         f"and its previews in {cohort_dir / 'preview'}"
     )
+
+
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Predictions: a cohort folder or <patient_id>/structures/ folders."),
+    ref: Path = typer.Option(..., "--ref", help="Reference cohort folder."),
+    out: Path = typer.Option(..., "--out", help="CSV, one row per (patient_id, structure); a *_summary.csv goes beside it."),
+    tolerance_mm: str = typer.Option("1,2,3", "--tolerance-mm", help="Surface-Dice tolerances in mm, comma-separated."),
+    boundary: str = typer.Option("voxel6", "--boundary", help="'voxel6' (MONAI/medpy) or 'surfel' (DeepMind)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report with box plots."),
+    structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated names (default: the primary five)."),
+    apl_tolerance_mm: float = typer.Option(0.0, "--apl-tolerance-mm", min=0.0, help="In-plane tolerance of the added path length."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Cases evaluated in parallel processes."),
+) -> None:
+    """Score predicted contours against reference contours (overlap, surface, volume, editing)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
+    from cervicontour.metrics.summary import SUMMARY_COLUMNS
+
+    try:
+        tolerances = tuple(float(t) for t in tolerance_mm.split(",") if t.strip())
+        settings = EvaluationSettings(tolerances_mm=tolerances, boundary=boundary, apl_tolerance_mm=apl_tolerance_mm)
+    except ValueError as exc:
+        _fail(f"--tolerance-mm/--boundary: {exc} (e.g. --tolerance-mm 1,2,3 --boundary voxel6)")
+    names = [s.strip() for s in structures.split(",") if s.strip()] if structures else None
+    with Progress(transient=True) as progress:
+        task = progress.add_task("evaluating cases", total=None)
+        result = _guard(
+            evaluate_cohort, ref, pred, structures=names, settings=settings, workers=workers,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )  # fmt: skip
+    console = Console(stderr=True)
+    for line in [*result.unmatched, *result.warnings]:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if not result.rows:
+        _fail(f"no (patient, structure) pairs to score between {ref} and {pred}", code=1)
+    write_csv(result.rows, result.columns, out)
+    summary_path = out.with_name(f"{out.stem}_summary.csv")
+    write_csv(summarize(result.rows, result.metric_columns), SUMMARY_COLUMNS, summary_path)
+    typer.echo(f"wrote {len(result.rows)} rows to {out} and the per-structure summary to {summary_path}")
+    if html:
+        from cervicontour.report.metrics_report import write_metrics_report
+
+        notes = [f"boundary {boundary}, tolerances {tolerance_mm} mm, APL tolerance {apl_tolerance_mm:g} mm", *result.unmatched, *result.warnings]
+        typer.echo(f"report: {write_metrics_report(result.rows, result.metric_columns, html, columns=result.columns, notes=notes)}")
 
 
 def main() -> None:

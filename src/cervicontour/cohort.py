@@ -272,9 +272,10 @@ def write_case(
     Primary structures go to ``structures/``, all others to ``structures/sub/``. Masks must be
     on the image grid and are written as binary uint8.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     folder = Path(root) / patient_id
-    if image is not None:
-        write_nifti(image, folder / "image.nii.gz")
+    jobs: list[tuple[Volume, Path]] = []
     for name, mask in (structures or {}).items():
         canonical = canonical_name(name)
         if image is not None and not image.same_grid(mask):
@@ -283,7 +284,13 @@ def write_case(
                 f"({'; '.join(image.grid_differences(mask))})"
             )
         sub = folder / "structures" if canonical in PRIMARY else folder / "structures" / "sub"
-        write_nifti(mask.with_array((mask.array > 0).astype(np.uint8)), sub / f"{canonical}.nii.gz")
+        jobs.append((mask.with_array((mask.array > 0).view(np.uint8)), sub / f"{canonical}.nii.gz"))
+    if image is not None:
+        jobs.insert(0, (image, folder / "image.nii.gz"))
+    # SimpleITK releases the GIL while compressing: two threads keep both cores busy.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in pool.map(lambda job: write_nifti(*job), jobs):
+            pass
     return folder
 
 

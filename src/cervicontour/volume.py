@@ -183,3 +183,28 @@ class Volume:
 
 def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def to_lps(volume: Volume) -> Volume:
+    """The same voxels re-indexed so the array axes point L, P, S (direction ≈ identity).
+
+    Only axis permutations and flips are applied (no resampling), so oblique volumes keep
+    their small residual rotation. Use it for display and for code that needs "axis 0 runs
+    to the patient's left"; the world position of every voxel is unchanged.
+    """
+    direction = volume.direction
+    order = [int(np.argmax(np.abs(direction[w, :]))) for w in range(3)]  # array axis closest to world axis w
+    if sorted(order) != [0, 1, 2]:
+        raise ValueError(f"cannot map {volume.orientation} onto LPS by permutation")
+    array = np.transpose(volume.array, order)
+    new_dir = direction[:, order]
+    spacing = tuple(volume.spacing_mm[a] for a in order)
+    flips = [w for w in range(3) if new_dir[w, w] < 0]
+    corner = np.zeros(3)
+    for w in flips:
+        corner[order[w]] = volume.shape[order[w]] - 1
+    origin = volume.index_to_world(corner)
+    for w in flips:
+        array = np.flip(array, axis=w)
+        new_dir[:, w] = -new_dir[:, w]
+    return Volume(np.ascontiguousarray(array), spacing, tuple(origin), new_dir, dict(volume.metadata))

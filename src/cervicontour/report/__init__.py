@@ -1,0 +1,1 @@
+"""Reports people look at: PNG overlays, cohort summaries, HTML pages."""

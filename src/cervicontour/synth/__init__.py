@@ -1,0 +1,107 @@
+"""Synthetic female-pelvis CT cohort: the stand-in for the hospital's cervix data.
+
+Deterministic per seed: patient ``i`` uses ``numpy.random.default_rng([seed, i])``, so the same
+seed gives identical files whatever the cohort size. The hospital's edge cases (seed report
+table 3.2) appear at fixed positions so that even a small cohort has them, with their notes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cervicontour.errors import InputError
+from cervicontour.volume import Volume
+
+#: Edge cases by labelled-patient position (0-based); later patients draw them at random.
+EDGE_SCHEDULE = {
+    1: ("no GTVp",),
+    2: ("only scanned bottom of kidneys", "missing left kidney"),
+    3: ("extra slices",),
+    4: ("no contrast - hard to see LNs", "small parametrium and low uterus"),
+}
+EDGE_RATES = {
+    "no GTVp": 0.10,
+    "only scanned bottom of kidneys": 0.05,
+    "missing left kidney": 0.02,
+    "extra slices": 0.05,
+    "no contrast - hard to see LNs": 0.06,
+    "small parametrium and low uterus": 0.04,
+}
+
+
+def patient_id(index: int) -> str:
+    return f"SYN{index + 1:03d}"
+
+
+def edge_cases(index: int, rng: np.random.Generator) -> tuple[str, ...]:
+    if index in EDGE_SCHEDULE:
+        return EDGE_SCHEDULE[index]
+    return tuple(name for name, rate in EDGE_RATES.items() if rng.random() < rate)
+
+
+def to_ras(volume: Volume) -> Volume:
+    """Same voxels in the world, stored RAS (axes 0 and 1 reversed), as nibabel-canonical files are."""
+    corner = volume.index_to_world(np.array([volume.shape[0] - 1, volume.shape[1] - 1, 0]))
+    direction = volume.direction @ np.diag([-1.0, -1.0, 1.0])
+    return Volume(volume.array[::-1, ::-1, :].copy(), volume.spacing_mm, tuple(corner), direction)
+
+
+def synthesize_cohort(
+    out: str | os.PathLike,
+    *,
+    patients: int,
+    holdout: int = 0,
+    seed: int = 0,
+    size: str = "small",
+    on_case: Callable[[str], None] | None = None,
+) -> Path:
+    """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
+
+    Every fourth patient is stored RAS instead of LPS (the world geometry is the same), so that
+    every consumer is exercised on both orientations.
+
+    Raises:
+        InputError: ``out`` exists and is not empty, or ``size`` is unknown.
+    """
+    from cervicontour.cohort import write_case, write_notes
+    from cervicontour.synth.case import synthesize_case
+
+    out = Path(out)
+    if size not in ("small", "full"):
+        raise InputError(f"size must be 'small' or 'full', got {size!r}")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; choose a new folder (synth never overwrites)")
+    notes: dict[str, str] = {}
+    for index in range(patients + holdout):
+        labelled = index < patients
+        rng = np.random.default_rng([seed, index])
+        edge = edge_cases(index, rng) if labelled else ()
+        case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled)
+        image, structures = case.image, case.structures
+        if index % 4 == 3:
+            image = to_ras(image)
+            structures = {n: to_ras(m) for n, m in structures.items()}
+        pid = patient_id(index)
+        write_case(out, pid, image, structures)
+        notes[pid] = _note(edge, case.patient, labelled)
+        if on_case:
+            on_case(pid)
+    write_notes(out, notes)
+    return out
+
+
+def _note(edge: tuple[str, ...], p, labelled: bool) -> str:
+    if not labelled:
+        return "hold-out: CT only, no contours"
+    parts = list(edge)
+    if p.para_aortic:
+        parts.append("para-aortic nodes included")
+    if p.gtvn:
+        parts.append("GTVn left external iliac")
+    if p.bladder_contrast:
+        parts.append("contrast in bladder")
+    return ". ".join(parts)

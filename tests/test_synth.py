@@ -1,0 +1,142 @@
+"""The phantom cohort: layout, determinism, clinicians' rules, HU plausibility, edge cases.
+
+Grids are checked with nibabel (an independent reader) and rules with plain numpy set algebra.
+"""
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cervicontour.cohort import load_cohort
+from cervicontour.errors import InputError
+from cervicontour.structures import COMPOUND, PRIMARY
+from cervicontour.synth import synthesize_cohort
+from cervicontour.volume import to_lps
+
+
+def _tree_hashes(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_layout_notes_and_holdout(small_cohort):
+    cohort = load_cohort(small_cohort)
+    assert len(cohort) == 6 and len(cohort.labelled()) == 5
+    assert [c.patient_id for c in cohort.holdout()] == ["SYN006"]
+    assert not (small_cohort / "SYN006" / "structures").exists()
+    for case in cohort.labelled():
+        assert (small_cohort / case.patient_id / "image.nii.gz").is_file()
+        for name in PRIMARY:
+            assert (small_cohort / case.patient_id / "structures" / f"{name}.nii.gz").is_file()
+        assert case.unmatched == ()
+    assert cohort["SYN002"].note.startswith("no GTVp")
+    assert not cohort["SYN002"].has("GTVp")
+    assert "missing left kidney" in cohort["SYN003"].note and not cohort["SYN003"].has("Kidney_L")
+    assert "extra slices" in cohort["SYN004"].note
+    assert "small parametrium and low uterus" in cohort["SYN005"].note
+
+
+def test_every_mask_is_binary_uint8_on_its_image_grid(small_cohort):
+    for case in load_cohort(small_cohort).labelled():
+        image = nib.load(case.image_path)
+        assert image.shape[0] <= 128 and image.shape[1] <= 128 and image.shape[2] <= 64
+        for name, path in case.structure_paths.items():
+            mask = nib.load(path)
+            assert mask.get_data_dtype() == np.uint8, name
+            assert mask.shape == image.shape, name
+            np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6, err_msg=name)
+            values = np.unique(np.asanyarray(mask.dataobj))
+            assert set(values.tolist()) == {0, 1}, f"{case.patient_id}/{name}: {values}"
+
+
+def _masks(case):
+    return {n: case.load_structure(n).array.astype(bool) for n in case.structure_names}
+
+
+def test_clinicians_rules_hold_in_every_case(small_cohort):
+    for case in load_cohort(small_cohort).labelled():
+        m = _masks(case)
+        for a, b in (("CTVn", "CTVp"), ("CTVn", "Anorectum"), ("CTVp", "Anorectum")):
+            assert not (m[a] & m[b]).any(), f"{case.patient_id}: {a} overlaps {b}"
+        # the Bladder may overlap only CTVn (and the Parametrium, which may overlap anything)
+        for other in ("Anorectum", "CTVp"):
+            assert not (m["Bladder"] & m[other]).any(), f"{case.patient_id}: Bladder overlaps {other}"
+
+
+def test_compound_targets_equal_the_union_of_their_parts(small_cohort):
+    for case in load_cohort(small_cohort).labelled():
+        m = _masks(case)
+        for parent, parts in COMPOUND.items():
+            union = np.zeros_like(m[parent])
+            for part in parts:
+                if part in m:
+                    union |= m[part]
+            assert np.array_equal(union, m[parent]), f"{case.patient_id}: {parent} != union of parts"
+        assert m["CTVp"].any() and m["CTVn"].any() and m["Parametrium"].any()
+
+
+def test_hounsfield_units_are_plausible(small_cohort):
+    cohort = load_cohort(small_cohort)
+    for case in cohort.labelled():
+        ct = case.load_image().array.astype(float)
+        m = _masks(case)
+        body = m["External"]
+        assert ct.dtype == float and -1024 <= ct.min() and ct.max() <= 3071
+        assert abs(np.median(ct[~body]) - (-1000)) < 30  # air
+        bones = m["Bone_Pelvic"] | m["Sacrum"]
+        assert np.percentile(ct[bones], 90) > 300  # cortical / trabecular bone
+        soft = m["Uterus"] & ~m.get("GTVp", np.zeros_like(body))
+        assert 0 < np.median(ct[soft]) < 150
+        fat = body & ~np.logical_or.reduce([v for k, v in m.items() if k != "External"])
+        assert np.percentile(ct[fat], 25) < -50  # fat dominates the unlabelled body
+        arteries = np.logical_or.reduce([v for k, v in m.items() if k.startswith("A_")])
+        artery_hu = np.median(ct[arteries])
+        if "no contrast" in case.note:
+            assert 10 < artery_hu < 80
+        else:
+            assert artery_hu > 110  # contrast-enhanced
+
+
+def test_bladder_lies_anterior_to_the_anorectum_in_world_coordinates(small_cohort):
+    """Every 4th patient is stored RAS: world geometry must still put the bladder in front."""
+    orientations = set()
+    for case in load_cohort(small_cohort).labelled():
+        bladder, rectum = case.load_structure("Bladder"), case.load_structure("Anorectum")
+        orientations.add(bladder.orientation)
+        y_bladder = bladder.index_to_world(np.argwhere(bladder.array)).mean(axis=0)[1]
+        y_rectum = rectum.index_to_world(np.argwhere(rectum.array)).mean(axis=0)[1]
+        assert y_bladder < y_rectum  # LPS: smaller y is anterior
+        # the same patient re-indexed to LPS keeps every voxel's world position
+        lps = to_lps(bladder)
+        np.testing.assert_allclose(lps.index_to_world(np.argwhere(lps.array)).mean(axis=0)[1], y_bladder)
+    assert orientations == {"LPS", "RAS"}
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
+    a = synthesize_cohort(tmp_path / "a", patients=2, holdout=1, seed=11, size="small")
+    b = synthesize_cohort(tmp_path / "b", patients=2, holdout=1, seed=11, size="small")
+    c = synthesize_cohort(tmp_path / "c", patients=2, holdout=1, seed=12, size="small")
+    assert _tree_hashes(a) == _tree_hashes(b)
+    assert _tree_hashes(a)["SYN001/image.nii.gz"] != _tree_hashes(c)["SYN001/image.nii.gz"]
+
+
+def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        synthesize_cohort(tmp_path / "x", patients=1)
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_full_size_patient(tmp_path):
+    out = synthesize_cohort(tmp_path / "f", patients=1, seed=5, size="full")
+    image = nib.load(out / "SYN001" / "image.nii.gz")
+    nx, ny, nz = image.shape
+    assert (nx, ny) == (512, 512) and 150 <= nz <= 220
+    sx, sy, sz = image.header.get_zooms()
+    assert 0.9 <= sx <= 1.4 and sx == sy and 2.0 <= sz <= 3.0
