@@ -309,3 +309,15 @@ def test_direction_is_read_only():
     volume = Volume(np.zeros((2, 2, 2)), (1, 1, 1))
     with pytest.raises(ValueError):
         volume.direction[0, 0] = -1.0
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_blocked_transpose_matches_numpy(order):
+    from cervicontour.io.nifti import _to_zyx
+
+    array = np.asarray(np.random.default_rng(1).integers(0, 255, (37, 5, 9)), dtype=np.uint8, order=order)
+    flipped = array[::-1, ::-1, :]
+    for candidate in (array, flipped):
+        out = _to_zyx(candidate, block=4)
+        assert out.flags.c_contiguous
+        assert np.array_equal(out, candidate.transpose(2, 1, 0))

@@ -33,11 +33,14 @@ def cohort_rows(cohort: Cohort) -> list[dict]:
             header = image_header(case.image_path)
             row.update(
                 size="×".join(str(n) for n in header["size"]),
-                spacing_mm=" × ".join(f"{s:.3g}" for s in header["spacing_mm"]),
+                spacing_mm="×".join(f"{s:.3g}" for s in header["spacing_mm"]),
                 orientation=header["orientation"],
             )
         names = case.structure_names
-        row["primary"] = " ".join(n for n in PRIMARY if n in names) if names else "hold-out"
+        present = [n for n in PRIMARY if n in names]
+        missing = [n for n in PRIMARY if n not in names]
+        row["primary"] = "hold-out" if not names else f"{len(present)}/{len(PRIMARY)}" + (
+            f" (no {', '.join(missing)})" if missing else "")
         row["sub_structures"] = len([n for n in names if n not in PRIMARY])
         row["note"] = case.note
         rows.append(row)
@@ -50,9 +53,10 @@ def cohort_table(cohort: Cohort):
 
     table = Table(title=f"{cohort.root} — {len(cohort.labelled())} labelled, {len(cohort.holdout())} hold-out")
     rows = cohort_rows(cohort)
-    for column in ("patient_id", "size", "spacing_mm", "orientation", "primary", "sub_structures", "note"):
-        table.add_column(column)
+    headers = {"patient_id": "patient", "size": "size", "spacing_mm": "spacing mm", "orientation": "orient",
+               "primary": "targets", "sub_structures": "subs", "note": "note"}
+    for key, header in headers.items():
+        table.add_column(header, no_wrap=key != "note", ratio=1 if key == "note" else None)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("patient_id", "size", "spacing_mm", "orientation", "primary",
-                                                "sub_structures", "note")))
+        table.add_row(*(str(row[key]) for key in headers))
     return table
