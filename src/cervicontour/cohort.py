@@ -284,7 +284,8 @@ def write_case(
                 f"({'; '.join(image.grid_differences(mask))})"
             )
         sub = folder / "structures" if canonical in PRIMARY else folder / "structures" / "sub"
-        jobs.append((mask.with_array((mask.array > 0).view(np.uint8)), sub / f"{canonical}.nii.gz"))
+        binary = mask.array if mask.array.dtype == bool else mask.array > 0
+        jobs.append((mask.with_array(binary.view(np.uint8)), sub / f"{canonical}.nii.gz"))
     if image is not None:
         jobs.insert(0, (image, folder / "image.nii.gz"))
     # SimpleITK releases the GIL while compressing: two threads keep both cores busy.

@@ -47,7 +47,7 @@ def to_ras(volume: Volume) -> Volume:
     """Same voxels in the world, stored RAS (axes 0 and 1 reversed), as nibabel-canonical files are."""
     corner = volume.index_to_world(np.array([volume.shape[0] - 1, volume.shape[1] - 1, 0]))
     direction = volume.direction @ np.diag([-1.0, -1.0, 1.0])
-    return Volume(volume.array[::-1, ::-1, :].copy(), volume.spacing_mm, tuple(corner), direction)
+    return Volume(volume.array[::-1, ::-1, :], volume.spacing_mm, tuple(corner), direction)  # a view
 
 
 def synthesize_cohort(

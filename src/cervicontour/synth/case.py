@@ -141,7 +141,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
         for name in PAINT_ORDER:
             if name not in INTERNAL and name not in out and name in masks:
                 out[name] = masks[name]
-        structures = {n: image.with_array(m.view(np.uint8)) for n, m in out.items() if m.any()}
+        structures = {n: image.with_array(m) for n, m in out.items() if m.any()}  # bool; written as uint8
     return SynthCase(image, structures, p)
 
 
