@@ -40,8 +40,13 @@ def ct_slice(
     description: str = "synthetic CT",
     slice_thickness_mm: float | None = None,
     explicit: bool = True,
+    clinical_header: bool = False,
 ) -> Dataset:
-    """One CT Image Storage dataset; ``pixels_rc`` is ``[row, column]`` (uint16 or int16)."""
+    """One CT Image Storage dataset; ``pixels_rc`` is ``[row, column]`` (uint16 or int16).
+
+    ``clinical_header=True`` adds the type 1/2 study, series and equipment attributes a scanner
+    writes (dates, study id, patient sex, patient position...), which RTSTRUCT writers copy.
+    """
     pixels_rc = np.ascontiguousarray(pixels_rc)
     if pixels_rc.dtype not in (np.uint16, np.int16):
         raise TypeError(f"pixels must be uint16 or int16, got {pixels_rc.dtype}")
@@ -82,7 +87,29 @@ def ct_slice(
     ds.HighBit = 15
     ds.PixelRepresentation = 1 if pixels_rc.dtype == np.int16 else 0
     ds.PixelData = pixels_rc.astype(pixels_rc.dtype.newbyteorder("<")).tobytes()
+    if clinical_header:
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "F"
+        ds.StudyDate = "20240102"
+        ds.StudyTime = "101500"
+        ds.StudyID = "S1"
+        ds.AccessionNumber = ""
+        ds.ReferringPhysicianName = ""
+        ds.Manufacturer = "cervicontour test factory"
+        ds.PositionReferenceIndicator = ""
+        ds.KVP = ""
+        ds.AcquisitionNumber = 1
+        ds.PatientPosition = _patient_position(row_cosine, column_cosine)
     return ds
+
+
+def _patient_position(row_cosine, column_cosine) -> str:
+    """DICOM PatientPosition (HFS, FFS, HFP, FFP) implied by an axial orientation, else ''."""
+    row, col = (np.round(np.asarray(v, float)).astype(int) for v in (row_cosine, column_cosine))
+    table = {((1, 0, 0), (0, 1, 0)): "HFS", ((-1, 0, 0), (0, 1, 0)): "FFS",
+             ((-1, 0, 0), (0, -1, 0)): "HFP", ((1, 0, 0), (0, -1, 0)): "FFP"}
+    return table.get((tuple(row), tuple(col)), "")
 
 
 def write_ct_series(
@@ -103,6 +130,9 @@ def write_ct_series(
     explicit: bool = True,
     slice_thickness_mm: float | None = None,
     seed: int = 0,
+    clinical_header: bool = False,
+    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    frame_uid: str = "1.2.826.0.1.3680043.8.498.2",
 ) -> list[Path]:
     """Write ``stored_ijk`` (shape ``(columns, rows, slices)``) as one file per slice.
 
@@ -147,6 +177,9 @@ def write_ct_series(
             description=description,
             slice_thickness_mm=slice_thickness_mm,
             explicit=explicit,
+            clinical_header=clinical_header,
+            study_uid=study_uid,
+            frame_uid=frame_uid,
         )
         path = folder / f"{name_prefix}{labels[k]:03d}.dcm"
         pydicom.dcmwrite(path, ds, enforce_file_format=True)

@@ -1,0 +1,108 @@
+"""The real console script: a phantom case → feet-first DICOM CT → RTSTRUCT → new cohort case, and back.
+
+The CT series is written feet-first (rows to the patient's right, slices running inferior) while
+the masks stay in their LPS NIfTI files, so the export must map every mask onto the series by
+world position. The import is then compared with the original masks voxel by voxel in LPS.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+from dicom_factory import write_ct_series  # noqa: E402
+
+from cervicontour.cohort import load_cohort  # noqa: E402
+from cervicontour.export.rtstruct import write_rtstruct  # noqa: E402
+from cervicontour.structures import PRIMARY  # noqa: E402
+from cervicontour.volume import to_lps  # noqa: E402
+
+SCRIPT = str(Path(sys.executable).with_name("cervicontour"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def phantom(small_cohort, tmp_path_factory):
+    """One phantom patient and its CT written as a feet-first DICOM series with the same voxel centres."""
+    case = load_cohort(small_cohort)["SYN001"]
+    image = case.load_image()
+    assert image.orientation == "LPS"
+    root = tmp_path_factory.mktemp("rtcli")
+    ni, nj, nk = image.shape
+    sx, sy, sz = image.spacing_mm
+    stored = np.clip(image.array.astype(np.int32) + 1024, 0, 65535).astype(np.uint16)[::-1, :, ::-1]
+    corner = np.asarray(image.origin_mm) + [(ni - 1) * sx, 0.0, (nk - 1) * sz]  # patient's left, anterior, top
+    series = root / "SYN001" / "CT"
+    write_ct_series(series, stored, origin_mm=tuple(corner), orientation=((-1, 0, 0), (0, 1, 0)),
+                    pixel_spacing_mm=(sy, sx), slice_step_mm=sz, clinical_header=True)
+    return case, image, series, root
+
+
+def test_export_then_import_reproduces_the_masks(phantom, tmp_path):
+    case, image, series, _ = phantom
+    rs = tmp_path / "RS.dcm"
+    result = _run("rtstruct", "export", "--series", str(series), "--masks", str(case.image_path.parent / "structures"),
+                  "--out", str(rs))
+    assert result.returncode == 0, result.stderr
+    assert "ROI 1 Bladder (ORGAN)" in result.stdout and "CTVn (CTV)" in result.stdout
+    out = tmp_path / "cohort" / "SYN001"
+    result = _run("rtstruct", "import", "--series", str(series), "--rtstruct", str(rs), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    imported = load_cohort(tmp_path / "cohort")["SYN001"]
+    new_image = imported.load_image()
+    assert new_image.orientation == "RPI"  # stored as the feet-first series is
+    assert (to_lps(new_image).array == image.array).all()
+    assert set(PRIMARY) <= set(imported.structure_names)
+    for name in case.structure_names:
+        if name == "External":
+            continue
+        original = case.load_structure(name).array.astype(bool)
+        back = to_lps(imported.load_structure(name)).array.astype(bool)
+        assert (back == original).all(), name
+    # every structure was drawn (MANUAL): no prediction.json beside the masks
+    import pydicom
+
+    ds = pydicom.dcmread(rs)
+    assert {r.ROIGenerationAlgorithm for r in ds.StructureSetROISequence} == {"MANUAL"}
+
+
+def test_dicom_to_cohort_imports_patients_and_reports_the_failures(phantom, tmp_path):
+    case, image, series, root = phantom
+    source = tmp_path / "clinic"
+    import shutil
+
+    shutil.copytree(series, source / "SYN001" / "CT")
+    write_rtstruct(series, {n: case.load_structure(n) for n in ("Bladder", "CTVp")}, source / "SYN001" / "RS" / "RS1.dcm")
+    shutil.copytree(series, source / "SYN002" / "CT")  # a CT without a structure set
+    result = _run("dicom-to-cohort", str(source), str(tmp_path / "cohort"))
+    assert result.returncode == 1
+    assert "SYN002: not imported: no RTSTRUCT" in result.stderr
+    assert "imported 1 of 2 patients" in result.stdout
+    cohort = load_cohort(tmp_path / "cohort")
+    assert list(cohort) == ["SYN001"]
+    bladder = to_lps(cohort["SYN001"].load_structure("Bladder")).array.astype(bool)
+    assert (bladder == case.load_structure("Bladder").array.astype(bool)).all()
+
+
+def test_bad_inputs_exit_2_with_a_message(phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+
+    case, _, series, _ = phantom
+    runner = CliRunner()
+    result = runner.invoke(app, ["rtstruct", "export", "--series", str(tmp_path), "--masks", str(case.image_path.parent),
+                                 "--out", str(tmp_path / "x.dcm")])
+    assert result.exit_code == 2 and "expected DICOM image slices" in result.output
+    result = runner.invoke(app, ["rtstruct", "import", "--series", str(series), "--rtstruct", str(case.image_path),
+                                 "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "RT Structure Set" in result.output
