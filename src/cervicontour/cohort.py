@@ -107,6 +107,12 @@ class Case:
         """Read several masks (default: all). Prefer :meth:`load_structure` in loops."""
         return {n: self.load_structure(n) for n in (names or self.structure_names)}
 
+    def load_structure_set(self, names: list[str] | None = None) -> "StructureSet":
+        """Read several masks (default: all) as a :class:`StructureSet` (same-grid checked)."""
+        from cervicontour.structure_set import StructureSet
+
+        return StructureSet(self.load_structures(names))
+
     def _missing(self, name: str) -> str:
         have = ", ".join(self.structure_names) or "none"
         return f"patient {self.patient_id!r} has no {name!r} mask (has: {have})"
