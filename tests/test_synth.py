@@ -79,6 +79,30 @@ def test_compound_targets_equal_the_union_of_their_parts(small_cohort):
         assert m["CTVp"].any() and m["CTVn"].any() and m["Parametrium"].any()
 
 
+def test_ctvp_is_one_connected_piece(small_cohort):
+    from scipy import ndimage
+
+    for case in load_cohort(small_cohort).labelled():
+        ctvp = case.load_structure("CTVp").array
+        _, pieces = ndimage.label(ctvp, structure=np.ones((3, 3, 3)))
+        assert pieces == 1, f"{case.patient_id}: CTVp in {pieces} pieces"
+
+
+@pytest.mark.slow
+def test_ctvp_is_connected_at_full_size_where_it_once_was_not(tmp_path):
+    """Seed 11, patients 7-8 (full size) had a uterus detached from the cervix."""
+    from scipy import ndimage
+
+    from cervicontour.synth import edge_cases
+    from cervicontour.synth.case import synthesize_case
+
+    for index in (6, 7):  # the same draws synthesize_cohort makes for these patients
+        rng = np.random.default_rng([11, index])
+        case = synthesize_case(rng, size="full", edge=set(edge_cases(index, rng)))
+        _, pieces = ndimage.label(case.structures["CTVp"].array, structure=np.ones((3, 3, 3)))
+        assert pieces == 1
+
+
 def test_hounsfield_units_are_plausible(small_cohort):
     cohort = load_cohort(small_cohort)
     for case in cohort.labelled():

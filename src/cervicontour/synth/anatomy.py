@@ -218,7 +218,8 @@ def pelvic_organs(p: Patient) -> dict[str, list[Shape]]:
     sig = np.array([[70, 10, 160], [60, 0, 120], [25, -10, 95], [-20, 10, 90], [-10, 45, 75], [0, 55, 65]]) * s
     return {
         "Bladder": [Ellipsoid(tuple(bladder_c), (bx * s, by * s, bz * s))],
-        "Uterus": [Ellipsoid(tuple(uterus_c), tuple(r * s for r in p.uterus_radii), rotation(rx_deg=p.uterus_tilt_deg))],
+        "Uterus": [Ellipsoid(tuple(uterus_c), tuple(r * s for r in p.uterus_radii), rotation(rx_deg=p.uterus_tilt_deg)),
+                   _tube([cervix_top - [0, 0, 6 * s], uterus_c], 14 * s)],  # isthmus: body joins the cervix
         "Cervix": [_tube([cervix_top, (cervix_top + cervix_bot) / 2 + [0, 2, 0], cervix_bot], 15 * s, ry=14 * s)],
         "Vagina": [_tube(vag[:2], 16 * s, ry=7 * s)],
         "Vagina_Lower": [_tube(vag[1:], 12 * s, ry=6 * s)],
