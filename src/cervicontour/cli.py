@@ -128,38 +128,58 @@ def structures() -> None:
 @app.command()
 def demo(
     out: Path = typer.Argument(Path("out/demo"), help="Folder for the demo cohort and outputs."),
-    patients: int = typer.Option(4, "--patients"),
-    seed: int = typer.Option(0, "--seed"),
+    patients: int = typer.Option(4, "--patients", min=1, help="Synthetic test patients (labelled, held out from training)."),
+    seed: int = typer.Option(4242, "--seed", help="Cohort seed (the default model never saw seed 4242)."),
+    model: str = typer.Option("default", "--model", help="'default' (shipped), a run directory or a model.pt."),
 ) -> None:
-    """End to end on the built-in default: synthesise a small cohort, summarise and preview it."""
+    """End to end: synthesise a small cohort, predict it with the default model, evaluate, report."""
     import shutil
+    import time
 
     from rich.console import Console
+    from rich.table import Table
 
-    from cervicontour.cohort import load_cohort
-    from cervicontour.report.summary import cohort_table
+    from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
+    from cervicontour.metrics.summary import SUMMARY_COLUMNS
+    from cervicontour.pipeline import predict as run_predict
+    from cervicontour.report.metrics_report import write_metrics_report
 
-    cohort_dir = out / "cohort"
-    if cohort_dir.exists():
-        shutil.rmtree(cohort_dir)
-    synth(cohort_dir, patients=patients, holdout=1, seed=seed, size="small", preview=True)
-    Console().print(cohort_table(load_cohort(cohort_dir)))
-    typer.echo(
-        "demo: segmentation model not shipped yet — this demo stops at the synthetic cohort "
-        f"and its previews in {cohort_dir / 'preview'}"
-    )
+    t0 = time.perf_counter()
+    cohort_dir, pred_dir = out / "cohort", out / "predictions"
+    for folder in (cohort_dir, pred_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
+    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False)
+    written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True)
+    typer.echo(f"predicted {len(written)} patients from their CT alone into {pred_dir}")
+    settings = EvaluationSettings(tolerances_mm=(2.0, 5.0))
+    result = _guard(evaluate_cohort, cohort_dir, pred_dir, settings=settings)
+    summary = summarize(result.rows, result.metric_columns)
+    write_csv(result.rows, result.columns, out / "metrics.csv")
+    write_csv(summary, SUMMARY_COLUMNS, out / "metrics_summary.csv")
+    table = Table(title=f"default model on {patients} fresh synthetic patients (seed {seed}; synthetic data, not clinical)")
+    for column in ("structure", "Dice (mean)", "HD95 mm (mean)", "volume diff cc (mean)"):
+        table.add_column(column)
+    by = {(r["structure"], r["metric"]): r for r in summary}
+    names = list(dict.fromkeys(r["structure"] for r in result.rows))
+    for name in names:
+        cell = lambda m: f"{by[(name, m)]['mean']:.3f}" if (name, m) in by else "-"  # noqa: E731
+        table.add_row(name, cell("dice"), cell("hd95_mm"), cell("volume_diff_cc"))
+    Console().print(table)
+    html = write_metrics_report(result.rows, result.metric_columns, out / "report.html", columns=result.columns, notes=[f"synthetic cohort seed {seed}, model {model}"])
+    typer.echo(f"report: {html}\nmetrics: {out / 'metrics.csv'}\ndemo took {time.perf_counter() - t0:.0f} s")
 
 
 @app.command()
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Predictions: a cohort folder or <patient_id>/structures/ folders."),
     ref: Path = typer.Option(..., "--ref", help="Reference cohort folder."),
-    out: Path = typer.Option(..., "--out", help="CSV, one row per (patient_id, structure); a *_summary.csv goes beside it."),
+    out: Path = typer.Option(..., "--out", help="CSV, a row per (patient_id, structure); *_summary.csv beside it."),
     tolerance_mm: str = typer.Option("1,2,3", "--tolerance-mm", help="Surface-Dice tolerances in mm, comma-separated."),
     boundary: str = typer.Option("voxel6", "--boundary", help="'voxel6' (MONAI/medpy) or 'surfel' (DeepMind)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report with box plots."),
-    structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated names (default: the primary five)."),
-    apl_tolerance_mm: float = typer.Option(0.0, "--apl-tolerance-mm", min=0.0, help="In-plane tolerance of the added path length."),
+    structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated (default: primary five)."),
+    apl_tolerance_mm: float = typer.Option(0.0, "--apl-tolerance-mm", min=0.0, help="In-plane tolerance of the APL."),
     workers: int = typer.Option(1, "--workers", min=1, help="Cases evaluated in parallel processes."),
 ) -> None:
     """Score predicted contours against reference contours (overlap, surface, volume, editing)."""
@@ -193,8 +213,356 @@ def evaluate(
     if html:
         from cervicontour.report.metrics_report import write_metrics_report
 
-        notes = [f"boundary {boundary}, tolerances {tolerance_mm} mm, APL tolerance {apl_tolerance_mm:g} mm", *result.unmatched, *result.warnings]
-        typer.echo(f"report: {write_metrics_report(result.rows, result.metric_columns, html, columns=result.columns, notes=notes)}")
+        settings_note = f"boundary {boundary}, tolerances {tolerance_mm} mm, APL tolerance {apl_tolerance_mm:g} mm"
+        notes = [settings_note, *result.unmatched, *result.warnings]
+        page = write_metrics_report(result.rows, result.metric_columns, html, columns=result.columns, notes=notes)
+        typer.echo(f"report: {page}")
+
+
+def _findings_table(findings, title: str):
+    from rich.table import Table
+
+    colours = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    table = Table(title=title, show_lines=False)
+    for column in ("severity", "patient", "structure", "check"):
+        table.add_column(column, no_wrap=True)
+    for column in ("expected", "actual", "what to do"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(
+            f"[{colours[f.severity.value]}]{f.severity.value}[/]", f.patient_id or "(cohort)", f.structure or "",
+            f.check, f.expected, f.actual, f.hint,
+        )
+    return table
+
+
+@app.command()
+def validate(
+    cohort: Path = typer.Argument(..., help="Cohort folder (canonical, synonym or nnU-Net raw layout)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the findings as JSON."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report (grouped by patient, thumbnails)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML (default: the clinicians' rules)."),
+    show_info: bool = typer.Option(False, "--info", help="Also list info findings in the terminal."),
+) -> None:
+    """Check a cohort: headers, grids, masks, rules, outliers, de-identification. Exit 1 on errors."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from cervicontour.rules import write_findings_json
+    from cervicontour.validate import validate_cohort
+
+    loaded_rules = _guard(_load_rules, rules)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("validating patients", total=None)
+        result = _guard(validate_cohort, cohort, rules=loaded_rules, on_case=lambda pid: progress.advance(task))
+    console = Console()
+    shown = [f for f in result.findings if show_info or f.severity.value != "info"]
+    if shown:
+        console.print(_findings_table(shown, f"validation of {cohort}"))
+    counts = result.counts
+    console.print(
+        f"{len(result.patients)} patients in {result.seconds:.1f} s: [bold red]{counts['error']} errors[/], "
+        f"[yellow]{counts['warning']} warnings[/], [cyan]{counts['info']} info[/]"
+        + ("" if show_info or not counts["info"] else " (--info lists them)"),
+        highlight=False,
+    )
+    if json_out:
+        write_findings_json(result.findings, json_out, meta=result.meta())
+        console.print(f"findings: {json_out}")
+    if html:
+        from cervicontour.report.validation_report import write_validation_report
+
+        write_validation_report(
+            list(result.findings), html, cohort_root=cohort, notes=dict(result.notes), patients=list(result.patients),
+            subtitle=f"rules {result.rules_source} (sha256 {result.rules_sha256[:12]})",
+        )
+        console.print(f"report: {html}")
+    raise typer.Exit(1 if counts["error"] else 0)
+
+
+@app.command()
+def clean(
+    cohort: Path = typer.Argument(..., help="Cohort folder to clean (only read)."),
+    out: Path = typer.Argument(..., help="New folder for the cleaned copy (must be absent or empty)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML for the final validation."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the remaining findings as JSON."),
+) -> None:
+    """Write a cleaned copy (grids, binary masks, blank header text, vocabulary names) and validate it."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from cervicontour.rules import write_findings_json
+    from cervicontour.validate import clean_cohort
+
+    loaded_rules = _guard(_load_rules, rules)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("cleaning patients", total=None)
+        result = _guard(clean_cohort, cohort, out, rules=loaded_rules, on_case=lambda pid: progress.advance(task))
+    console = Console()
+    if result.changes:
+        table = Table(title=f"changes ({out / 'changes.csv'})")
+        for column in ("patient", "file", "what", "why"):
+            table.add_column(column, overflow="fold")
+        for c in result.changes:
+            table.add_row(c.patient_id, c.file, c.what, c.why)
+        console.print(table)
+    remaining = [f for f in result.remaining.findings if f.severity.value != "info"]
+    if remaining:
+        console.print(_findings_table(remaining, "not fixed (needs a person)"))
+    counts = result.remaining.counts
+    console.print(
+        f"{len(result.changes)} changes written to {out}; remaining: [bold red]{counts['error']} errors[/], "
+        f"[yellow]{counts['warning']} warnings[/], [cyan]{counts['info']} info[/]",
+        highlight=False,
+    )
+    if json_out:
+        write_findings_json(result.remaining.findings, json_out, meta=result.remaining.meta())
+    raise typer.Exit(1 if counts["error"] else 0)
+
+
+def _load_rules(path: Optional[Path]):
+    from cervicontour.rules import load_rules
+
+    return load_rules(path)
+
+
+def _train_command(cohort, out, config, structures, init, strategy, fold, folds, device, max_minutes, resume, steps, seed, default_structures):
+    """Shared body of `train` and `pretrain`: resolve the config, show a progress bar, train."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cervicontour.model import load_config, train as run_training
+
+    names = tuple(s.strip() for s in structures.split(",") if s.strip()) if structures else default_structures
+    cfg = _guard(load_config, config, structures=names, strategy=strategy, fold=fold, folds=folds, device=device, max_minutes=max_minutes, steps=steps, seed=seed)
+    columns = [TextColumn("[bold]training"), BarColumn(), TextColumn("step {task.completed}/{task.total}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("train", total=cfg.steps, status="")
+        best = {"val": None}
+
+        def show(step, total, loss, val):
+            if val is not None:
+                best["val"] = val
+            status = f"loss {loss:.4f}" + (f"  val Dice {best['val']:.3f}" if best["val"] is not None else "")
+            progress.update(task, completed=step, total=total, status=status)
+
+        result = _guard(run_training, cohort, out, cfg, init=init, resume=resume, on_progress=show)
+    typer.echo(f"run: {result.run_dir} ({result.steps_done} steps, {result.seconds:.0f} s{', stopped by --max-minutes' if result.stopped_by_time else ''})")
+    if result.transfer:
+        c = result.transfer["counts"]
+        typer.echo(f"transfer from {result.transfer['source']}: {c['loaded']} tensors loaded, {c['reshaped']} reshaped, {c['skipped']} skipped (run.json lists them)")
+    if result.validation:
+        typer.echo("validation Dice: " + ", ".join(f"{n} {v:.3f}" for n, v in result.validation["dice"].items()))
+    typer.echo(f"model: {result.model_path}")
+
+
+@app.command()
+def train(
+    cohort: Path = typer.Argument(..., help="Labelled cohort folder."),
+    out: Path = typer.Option(..., "--out", help="Run directory (new; or existing with --resume)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config TOML (keys of TrainConfig)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Transfer source: a cervicontour run/model.pt, 'default', or an nnU-Net v2 results folder."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="full | frozen-encoder | discriminative-lr"),
+    structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated (default: the primary five)."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=0),
+    folds: Optional[int] = typer.Option(None, "--folds", min=1),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much training time."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+) -> None:
+    """Train a per-structure 3D U-Net (one sigmoid per structure). Multi-GPU: launch with torchrun."""
+    from cervicontour.structures import PRIMARY
+
+    _train_command(cohort, out, config, structures, init, strategy, fold, folds, device, max_minutes, resume, steps, seed, PRIMARY)
+
+
+@app.command()
+def pretrain(
+    cohort: Path = typer.Argument(..., help="Cohort with anatomy labels under structures/sub/ (e.g. from `synth`)."),
+    out: Path = typer.Option(..., "--out", help="Run directory of the source model."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config TOML."),
+    structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated (default: every anatomy label + Bladder)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(False, "--resume"),
+) -> None:
+    """Source-task pretraining on many anatomy labels; fine-tune later with `train --init RUN`."""
+    from cervicontour.model.config import source_structures
+
+    _train_command(cohort, out, config, structures, None, None, None, None, device, max_minutes, resume, steps, seed, source_structures())
+
+
+@app.command()
+def predict(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A NIfTI CT, a DICOM series folder, or a cohort folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder: OUT/<patient_id>/structures/<Name>.nii.gz + prediction.json."),
+    model: str = typer.Option("default", "--model", help="'default' (shipped), a run directory or a model.pt."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (left-right mirror; 2x slower)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    all_cases: bool = typer.Option(False, "--all", help="For a cohort: every patient (default: the hold-out ones, or all if none)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write probability maps (percent, uint8)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML enforced on the predictions (default: the clinicians' rules)."),
+) -> None:
+    """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from cervicontour.pipeline import find_inputs, predict as run_predict
+
+    loaded_rules = _guard(_load_rules, rules)
+    cases = _guard(find_inputs, input_path, all_cases=all_cases)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("predicting cases", total=len(cases))
+        written = _guard(
+            run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
+            all_cases=all_cases, save_probabilities=probabilities, on_case=lambda pid: progress.advance(task),
+        )  # fmt: skip
+    console = Console()
+    for path in written:
+        record = json.loads(path.read_text())
+        flagged = ", ".join(record["review_closely"]) or "none"
+        console.print(f"{record['patient_id']}: {path.parent} ({record['timings_s']['total_case']:.1f} s, {len(record['rule_changes'])} rule changes, review closely: {flagged})", highlight=False)
+
+
+rtstruct_app = typer.Typer(no_args_is_help=True, help="DICOM RT Structure Sets: export drafts for planning, import a clinic's contours.")
+app.add_typer(rtstruct_app, name="rtstruct")
+
+
+@rtstruct_app.command("export")
+def rtstruct_export(
+    series: Path = typer.Option(..., "--series", help="Folder of the CT series' slice files the contours are drawn on."),
+    masks: Path = typer.Option(..., "--masks", help="A case folder, its structures/ folder, or a predict output for that patient."),
+    out: Path = typer.Option(..., "--out", help="RTSTRUCT file to write (e.g. RS.dcm)."),
+    generation: Optional[str] = typer.Option(None, "--generation", help="AUTOMATIC | SEMIAUTOMATIC | MANUAL (default: AUTOMATIC with a prediction.json, else MANUAL)."),
+    series_uid: Optional[str] = typer.Option(None, "--series-uid", help="SeriesInstanceUID when the folder holds several series."),
+) -> None:
+    """Write the masks as a DICOM RT Structure Set referencing the CT series."""
+    from cervicontour.export.rtstruct import export_case
+
+    result = _guard(export_case, series, masks, out, generation=generation, series_uid=series_uid)
+    for roi in result.rois:
+        typer.echo(f"ROI {roi.number} {roi.name} ({roi.interpreted_type or 'no type'}): {roi.contours} contours on {roi.slices} slices, {roi.volume_cc:.1f} cc")
+    for line in result.skipped:
+        typer.echo(f"skipped: {line}", err=True)
+    typer.echo(f"wrote {result.path}")
+
+
+@rtstruct_app.command("import")
+def rtstruct_import(
+    series: Path = typer.Option(..., "--series", help="Folder of the CT series the structure set was drawn on."),
+    rtstruct: Path = typer.Option(..., "--rtstruct", help="The RT Structure Set file."),
+    out: Path = typer.Option(..., "--out", help="New case folder, e.g. COHORT/<patient_id>."),
+    series_uid: Optional[str] = typer.Option(None, "--series-uid", help="SeriesInstanceUID when the folder holds several series."),
+) -> None:
+    """Rasterise every ROI onto the CT grid and write a cohort case (image + structures)."""
+    from cervicontour.export.rtstruct_import import import_rtstruct_case
+
+    case = _guard(import_rtstruct_case, series, rtstruct, out, series_uid=series_uid)
+    for name, roi in case.structures.items():
+        typer.echo(f"{name} <- {roi!r}")
+    for stem, roi in case.other.items():
+        typer.echo(f"structures/other/{stem} <- {roi!r} (not a vocabulary name)")
+    for roi, why in case.not_rasterised.items():
+        typer.echo(f"not rasterised: {roi!r}: {why}", err=True)
+    typer.echo(f"wrote {case.folder} ({len(case.structures)} structures; notes in {case.folder / 'import.json'})")
+
+
+@app.command("dicom-to-cohort")
+def dicom_to_cohort_command(
+    source: Path = typer.Argument(..., help="Folder with one sub-folder per patient, each holding a CT series and its RTSTRUCT."),
+    out: Path = typer.Argument(..., help="Cohort folder to write (patients already in it are refused)."),
+) -> None:
+    """Import a clinic's DICOM export (CT + RTSTRUCT per patient) as a training cohort. Exit 1 if a patient failed."""
+    from cervicontour.export.dicom_cohort import dicom_to_cohort
+
+    result = _guard(dicom_to_cohort, source, out)
+    for patient in result.patients:
+        if patient.case is None:
+            typer.echo(f"{patient.patient_id}: not imported: {patient.problem}", err=True)
+        else:
+            typer.echo(f"{patient.patient_id}: {', '.join(patient.case.structures) or 'no vocabulary structures'}"
+                       + (f"; {len(patient.case.other)} kept under structures/other" if patient.case.other else ""))
+        for note in patient.notes:
+            typer.echo(f"  note: {note}", err=True)
+    typer.echo(f"imported {len(result.imported)} of {len(result.patients)} patients into {out}")
+    raise typer.Exit(1 if result.failed else 0)
+
+
+def _who(who: Optional[str]) -> str:
+    import getpass
+
+    try:
+        return who or getpass.getuser()
+    except (KeyError, OSError):  # no login name in a container
+        return "unknown"
+
+
+@app.command()
+def compose(
+    case_dir: Path = typer.Argument(..., help="Case folder (CASE_DIR/structures/*.nii.gz, sub-structures in structures/sub/)."),
+    ctvn: Optional[str] = typer.Option(None, "--ctvn", help="CTVn parts, e.g. LN_Pelvic,LN_CommonIliac[,LN_ParaAortic][,GTVn]."),
+    ctvp: Optional[str] = typer.Option(None, "--ctvp", help="CTVp parts, e.g. Cervix,GTVp,Uterus,Vagina."),
+    who: Optional[str] = typer.Option(None, "--who", help="Who chooses (logged; default: the login name)."),
+) -> None:
+    """Build CTVn/CTVp from the chosen sub-structures and log the choice in the case folder."""
+    from cervicontour.postprocess.compose import compose_case
+
+    choices = {k: v for k, v in (("CTVn", ctvn), ("CTVp", ctvp)) if v}
+    if not choices:
+        _fail("nothing to compose: give --ctvn and/or --ctvp, e.g. --ctvn LN_Pelvic,LN_CommonIliac")
+    for result in _guard(compose_case, case_dir, choices, who=_who(who)):
+        if result.missing:
+            typer.echo(f"warning: {result.target}: {', '.join(result.missing)} not in {case_dir}; composed from {', '.join(result.used)}", err=True)
+        typer.echo(f"{result.note} -> {result.path}")
+    typer.echo(f"logged in {case_dir / 'compose_log.jsonl'}")
+
+
+@app.command()
+def margin(
+    case_dir: Path = typer.Argument(..., help="Case folder (cohort layout)."),
+    source: str = typer.Option(..., "--from", help="Structure to expand, e.g. CTVp."),
+    target: str = typer.Option(..., "--to", help="Name of the result, e.g. PTVp (written to CASE_DIR/planning/)."),
+    mm: str = typer.Option(..., "--mm", help="Margin in mm: one number, or left-right,antero-posterior,supero-inferior (e.g. 10,10,5)."),
+    subtract: Optional[str] = typer.Option(None, "--subtract", help="Structures to remove from the result, comma-separated."),
+    who: Optional[str] = typer.Option(None, "--who", help="Who asks (logged; default: the login name)."),
+) -> None:
+    """Expand a structure by an exact anisotropic margin in world mm; print the OAR overlap table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cervicontour.postprocess.margin import margin_case
+
+    names = [s.strip() for s in subtract.split(",") if s.strip()] if subtract else []
+    result = _guard(margin_case, case_dir, source=source, target=target, margin_mm=mm, subtract=names, who=_who(who))
+    table = Table(title=f"{result.target} = {result.source} + ({mm}) mm" + (f" − {', '.join(result.subtracted)}" if result.subtracted else ""))
+    for column in ("structure", "cc", f"in {result.target} (cc)", f"in {result.target} (%)"):
+        table.add_column(column, justify="left" if column == "structure" else "right")
+    for row in result.overlaps:
+        table.add_row(row.structure, f"{row.oar_cc:.1f}", f"{row.overlap_cc:.1f}", f"{row.percent:.1f}")
+    Console().print(table)
+    if result.clipped:
+        typer.echo(f"warning: the margin reaches the edge of the image: {result.target} is cut off there", err=True)
+    typer.echo(f"{result.source} {result.source_cc:.1f} cc -> {result.target} {result.volume_cc:.1f} cc: {result.path} (table {result.table_path})")
+
+
+@app.command()
+def report(
+    case_dir: Path = typer.Argument(..., help="Case folder (image.nii.gz + structures/, or a predict output with prediction.json)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort whose labelled patients give the volume ranges."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default CASE_DIR/report)."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML (default: the clinicians' rules)."),
+) -> None:
+    """One-page QA report of a case: overlays, volumes vs cohort, rule findings, provenance."""
+    from cervicontour.report.case_report import write_case_report
+
+    loaded_rules = _guard(_load_rules, rules)
+    typer.echo(f"report: {_guard(write_case_report, case_dir, out_dir=out, cohort=cohort, rules=loaded_rules)}")
 
 
 def main() -> None:

@@ -1,0 +1,51 @@
+"""Sim-to-real sanity check: the default model's Bladder on the real TotalSegmentator example CT,
+against TotalSegmentator's own *predicted* bladder (label 21; a model output, not ground truth).
+
+Acceptance target from issue 5: Dice ≥ 0.80. Needs ../shared/data/real/totalsegmentator/.
+Usage: python benchmarks/real_ct_bladder.py [--model default|RUN]
+Writes benchmarks/results/real_ct_bladder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
+
+
+def main() -> None:
+    from cervicontour.io import read_nifti
+    from cervicontour.metrics import evaluate_pair
+    from cervicontour.model import load_model
+    from cervicontour.pipeline import predict_case
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="default")
+    args = parser.parse_args()
+    if not REAL.is_dir():
+        raise SystemExit(f"real data not present: {REAL}")
+    ct = read_nifti(REAL / "example_ct.nii.gz")
+    seg = read_nifti(REAL / "example_seg_fast_force_split.nii.gz")
+    reference = seg.with_array((seg.array == 21).astype("uint8"))
+    model = load_model(args.model)
+    t = time.perf_counter()
+    result = predict_case(ct, model)
+    seconds = time.perf_counter() - t
+    row = evaluate_pair(reference, result.masks["Bladder"], tolerances_mm=(3.0,))
+    out = {
+        "data": "TotalSegmentator example_ct.nii.gz (real CT, 122x101x112, 3 mm, probably male); reference = TotalSegmentator --fast prediction label 21 urinary_bladder (a model output)",
+        "model": str(model.path), "bladder": {k: row[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
+        "target_dice": 0.80, "predict_seconds": round(seconds, 2),
+        "other_structures_cc": {n: r["volume_cc"] for n, r in result.structures.items()},
+    }
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "benchmarks" / "results" / "real_ct_bladder.json").write_text(json.dumps(out, indent=2, default=float))
+    print(json.dumps(out["bladder"], default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A trained model on disk: ``model.pt`` = weights + architecture + plan + provenance.
+
+``load_model("default")`` opens the packaged default model; a run directory or a ``.pt`` file
+opens that model. Weights may be stored in float16 (the shipped model, to stay small) and are
+always used in float32.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cervicontour.errors import InputError
+from cervicontour.preprocess import Plan
+
+FORMAT = "cervicontour-model/1"
+
+
+@dataclass
+class Model:
+    """A network ready for inference, with everything needed to use and cite it.
+
+    Attributes:
+        network: the ``torch.nn.Module`` (float32, eval mode).
+        plan: preprocessing plan (structures = output channels).
+        arch: architecture description (nnU-Net plans style).
+        name, version: e.g. ``"cervicontour-default"``, ``"0.1.0"``.
+        config_sha256: hash of the training config that made it.
+        meta: anything else recorded at training time (data, metrics, steps).
+        path: where it was read from.
+    """
+
+    network: object
+    plan: Plan
+    arch: dict
+    name: str
+    version: str
+    config_sha256: str
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        return self.plan.structures
+
+
+def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False) -> Path:
+    """Write ``model.pt`` atomically. ``half=True`` stores float16 weights (half the size)."""
+    import torch
+
+    state, seen = {}, {}
+    for key, value in network.state_dict().items():
+        # the decoder holds the encoder too: aliases share one stored tensor (3× smaller file)
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
+        if ptr not in seen:
+            seen[ptr] = (value.half() if half and value.is_floating_point() else value).detach().cpu().clone()
+        state[key] = seen[ptr]
+    payload = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "config_sha256": config_sha256,
+        "arch": arch,
+        "plan": plan.to_dict(),
+        "meta": meta or {},
+        "state_dict": state,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_model_path(source: str | os.PathLike) -> Path:
+    """``"default"`` → the packaged model; a run directory → its ``model.pt``; a file → itself."""
+    if str(source) == "default":
+        from cervicontour.models import default_model_path
+
+        return default_model_path()
+    path = Path(source)
+    if path.is_dir():
+        if (path / "model.pt").is_file():
+            return path / "model.pt"
+        raise InputError(f"{path}: no model.pt in this folder; expected a finished `cervicontour train` run directory")
+    if path.is_file():
+        return path
+    raise InputError(f"{source}: no such model; pass 'default', a run directory or a model.pt file")
+
+
+def read_payload(path: Path) -> dict:
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"{path}: cannot read the model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not a cervicontour model (expected format {FORMAT!r})")
+    return payload
+
+
+def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") -> Model:
+    """Open a model for inference (float32, eval mode, on ``device``)."""
+    from cervicontour.model.network import build_network
+
+    path = resolve_model_path(source)
+    payload = read_payload(path)
+    plan = Plan.from_dict(payload["plan"])
+    network = build_network(payload["arch"], 1, len(plan.structures))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    network.load_state_dict(state)
+    network.to(device).eval()
+    return Model(network, plan, payload["arch"], payload["name"], payload["version"], payload["config_sha256"], payload.get("meta", {}), path)

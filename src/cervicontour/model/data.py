@@ -1,0 +1,130 @@
+"""Training data: cases on the working grid (cached), seeded patch sampling.
+
+Every random choice of step ``s`` on rank ``r`` comes from ``numpy.random.default_rng([seed, s, r])``,
+so a resumed run draws exactly the patches an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cervicontour.preprocess import Plan, prepare_case
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """One labelled case on the working grid: ``image (X, Y, Z)`` float32, ``labels (C, X, Y, Z)`` uint8."""
+
+    patient_id: str
+    image: np.ndarray
+    labels: np.ndarray
+    spacing_mm: tuple[float, float, float]
+
+
+def _cache_key(case, plan: Plan, structures) -> str:
+    stat = Path(case.image_path).stat() if case.image_path else None
+    payload = {
+        "plan": plan.sha256(),
+        "structures": list(structures),
+        "image": str(case.image_path),
+        "mtime": stat.st_mtime_ns if stat else 0,
+        "size": stat.st_size if stat else 0,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def load_arrays(cases, plan: Plan, structures, *, cache_dir: Path | None = None, on_case=None) -> list[CaseArrays]:
+    """Prepare labelled cases (image + the ``structures`` as channels), caching each as ``.npz``."""
+    out = []
+    for case in cases:
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"{case.patient_id}-{_cache_key(case, plan, structures)}.npz"
+            if path.is_file():
+                with np.load(path) as z:
+                    out.append(CaseArrays(case.patient_id, z["image"], z["labels"], plan.spacing_mm))
+                if on_case:
+                    on_case(case.patient_id)
+                continue
+        prepared, labels = prepare_case(case, plan, structures)
+        item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, image=item.image, labels=item.labels)
+            tmp.replace(path)
+        out.append(item)
+        if on_case:
+            on_case(case.patient_id)
+    return out
+
+
+def split_cases(cases, *, fold: int, folds: int, seed: int) -> tuple[list, list]:
+    """``(train, validation)`` for one fold: a seeded permutation of the sorted patient ids.
+
+    ``folds == 1`` trains on every case and validates on none.
+    """
+    cases = sorted(cases, key=lambda c: c.patient_id)
+    if folds <= 1 or len(cases) < 2:
+        return cases, []
+    order = np.random.default_rng([seed, 7919]).permutation(len(cases))
+    val = [cases[i] for n, i in enumerate(order) if n % folds == fold]
+    train = [cases[i] for n, i in enumerate(order) if n % folds != fold]
+    if not train:
+        return cases, []
+    return train, val
+
+
+def crop_patch(array: np.ndarray, start, size, pad_value: float) -> np.ndarray:
+    """``array[..., start:start+size]`` over the last three axes, padded with ``pad_value`` outside."""
+    lead = array.shape[:-3]
+    out = np.full((*lead, *size), pad_value, dtype=array.dtype)
+    src, dst = [], []
+    for s, n, dim in zip(start, size, array.shape[-3:]):
+        lo, hi = max(s, 0), min(s + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+def sample_batch(
+    data: list[CaseArrays],
+    patch_size,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    fg_oversample: float,
+    pad_value: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch: ``images (B, 1, *patch)`` float32 and ``labels (B, C, *patch)`` uint8.
+
+    A patch is centred on a random foreground voxel of a random present structure with
+    probability ``fg_oversample``, else anywhere in the volume (nnU-Net's scheme).
+    """
+    size = np.asarray(patch_size)
+    images, labels = [], []
+    for _ in range(batch_size):
+        item = data[int(rng.integers(len(data)))]
+        shape = np.asarray(item.image.shape)
+        present = [c for c in range(item.labels.shape[0]) if item.labels[c].any()]
+        if present and rng.random() < fg_oversample:
+            channel = present[int(rng.integers(len(present)))]
+            voxels = np.flatnonzero(item.labels[channel])
+            centre = np.asarray(np.unravel_index(voxels[int(rng.integers(voxels.size))], shape))
+        else:
+            centre = np.asarray([int(rng.integers(max(n, 1))) for n in shape])
+        start = centre - size // 2 + np.asarray([int(rng.integers(-s // 4, s // 4 + 1)) for s in size])
+        # keep the patch inside the volume where it fits
+        start = np.where(shape >= size, np.clip(start, 0, shape - size), (shape - size) // 2)
+        images.append(crop_patch(item.image, start, size, pad_value)[None])
+        labels.append(crop_patch(item.labels, start, size, 0))
+    return np.stack(images), np.stack(labels)

@@ -1,0 +1,99 @@
+"""Run-directory files: the CSV training log, JSON written atomically, and the PNG curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+COLUMNS = ["kind", "step", "seconds", "lr", "loss", "dice_loss", "bce_loss", "mean_dice"]
+
+
+def write_json(path: Path, data: dict) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+class LogWriter:
+    """``log.csv``: ``kind=train`` rows per step, ``kind=val`` rows with Dice/HD95 per structure.
+
+    On resume, rows past the checkpoint's step are dropped first (they belong to the lost tail of
+    the killed run), so the log reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, structures, *, truncate_after: int = 0) -> None:
+        self.path = path
+        self.columns = COLUMNS + [f"dice_{n}" for n in structures] + [f"hd95_mm_{n}" for n in structures]
+        rows = []
+        if truncate_after and path.is_file():
+            with path.open(newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= truncate_after]
+        self.handle = path.open("w", newline="")
+        self.writer = csv.DictWriter(self.handle, fieldnames=self.columns, extrasaction="ignore")
+        self.writer.writeheader()
+        for r in rows:
+            self.writer.writerow(r)
+        self.handle.flush()
+
+    def step(self, step: int, seconds: float, lr: float, loss: float, dice_loss: float, bce_loss: float) -> None:
+        self.writer.writerow({"kind": "train", "step": step, "seconds": f"{seconds:.2f}", "lr": f"{lr:.6g}", "loss": f"{loss:.6f}", "dice_loss": f"{dice_loss:.6f}", "bce_loss": f"{bce_loss:.6f}"})
+        self.handle.flush()  # a SIGKILL must not lose rows the checkpoint already covers
+
+    def validation(self, step: int, seconds: float, val: dict) -> None:
+        row = {"kind": "val", "step": step, "seconds": f"{seconds:.2f}", "mean_dice": f"{val['mean_dice']:.4f}"}
+        for n, v in val["dice"].items():
+            row[f"dice_{n}"] = f"{v:.4f}"
+        for n, v in val["hd95_mm"].items():
+            row[f"hd95_mm_{n}"] = f"{v:.3f}"
+        self.writer.writerow(row)
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def plot_curves(log_csv: Path, png: Path, structures) -> Path:
+    """Training loss (raw and 20-step mean) and validation Dice per structure against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    train = [(int(r["step"]), float(r["loss"])) for r in rows if r["kind"] == "train"]
+    val = [r for r in rows if r["kind"] == "val"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps, loss = zip(*train)
+        ax1.plot(steps, loss, color="0.75", lw=0.7, label="loss")
+        window = 20
+        smooth = [sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1]) for i in range(len(loss))]
+        ax1.plot(steps, smooth, color="C0", label=f"{window}-step mean")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("Dice + BCE loss")
+    ax1.legend()
+    for n in structures:
+        pts = [(int(r["step"]), float(r[f"dice_{n}"])) for r in val if r.get(f"dice_{n}") not in (None, "") and not math.isnan(float(r[f"dice_{n}"]))]
+        if pts:
+            ax2.plot(*zip(*pts), marker="o", ms=3, label=n)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("validation Dice (working grid)")
+    ax2.set_ylim(0, 1)
+    if val:
+        ax2.legend(fontsize=7)
+    fig.suptitle(log_csv.parent.name)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png

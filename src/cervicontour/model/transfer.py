@@ -1,0 +1,240 @@
+"""Transfer learning: initialise a network from a source model and report every tensor's fate.
+
+Sources:
+
+* a cervicontour model or run directory (e.g. ``cervicontour pretrain`` on the anatomy labels);
+* an nnU-Net v2 / TotalSegmentator results folder: ``plans.json`` + ``dataset.json`` +
+  ``checkpoint_final.pth`` (directly or in ``fold_*/``). The network is rebuilt from the plans'
+  architecture, with nnU-Net's axis order ``(z, y, x)`` (after ``transpose_forward``) mapped onto
+  ours ``(X, Y, Z)``: kernel sizes and strides are reversed and every convolution kernel's spatial
+  dimensions are permuted to match (reported as *reshaped*). Flips between nnU-Net's file
+  orientation and our LPS working frame are not applied (fine-tuning absorbs them). The plans'
+  spacing and CT normalisation become the fine-tune plan.
+
+Everything but the segmentation head is loaded; a first convolution with a different number of
+input channels is summed over its input channels (reshaped); anything else that does not fit is
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+
+from cervicontour.errors import InputError
+from cervicontour.preprocess import Normalization, Plan
+
+
+@dataclass
+class Source:
+    """A transfer source, already converted to our axis order."""
+
+    kind: str  # "cervicontour" or "nnunetv2"
+    path: Path
+    arch: dict | None
+    plan: Plan | None
+    state_dict: dict
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TransferReport:
+    """Which tensors were loaded, skipped (with why) or reshaped (from → to, how)."""
+
+    source: str
+    kind: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    reshaped: list[tuple[str, list, list, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "kind": self.kind,
+            "counts": {"loaded": len(self.loaded), "skipped": len(self.skipped), "reshaped": len(self.reshaped)},
+            "loaded": self.loaded, "skipped": [list(s) for s in self.skipped],
+            "reshaped": [list(r) for r in self.reshaped], "notes": self.notes,
+        }  # fmt: skip
+
+    def summary(self) -> str:
+        return f"{self.kind} {self.source}: {len(self.loaded)} loaded, {len(self.reshaped)} reshaped, {len(self.skipped)} skipped"
+
+
+def open_source(init: str | os.PathLike) -> Source:
+    """Read a transfer source (see the module docstring for what is accepted)."""
+    path = Path(init)
+    if str(init) == "default":
+        from cervicontour.models import default_model_path
+
+        path = default_model_path()
+    if path.is_dir() and (path / "plans.json").is_file():
+        return _open_nnunet(path)
+    from cervicontour.model.bundle import read_payload, resolve_model_path
+
+    model_path = resolve_model_path(path)
+    payload = read_payload(model_path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    return Source("cervicontour", model_path, payload["arch"], Plan.from_dict(payload["plan"]), state)
+
+
+# ----------------------------------------------------------------------------- nnU-Net v2
+def _find_checkpoint(folder: Path) -> Path:
+    for candidate in [folder / "checkpoint_final.pth", *sorted(folder.glob("fold_*/checkpoint_final.pth")), folder / "checkpoint_best.pth", *sorted(folder.glob("fold_*/checkpoint_best.pth"))]:
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{folder}: has plans.json but no checkpoint_final.pth (looked in the folder and fold_*/)")
+
+
+def _configuration(plans: dict, name: str) -> dict:
+    configs = plans["configurations"]
+    if name not in configs:
+        raise InputError(f"plans.json has no configuration {name!r} (has: {', '.join(configs)})")
+    config = dict(configs[name])
+    parent = config.get("inherits_from")
+    if parent:
+        merged = _configuration(plans, parent)
+        merged.update({k: v for k, v in config.items() if k != "inherits_from"})
+        config = merged
+    return config
+
+
+def nnunet_architecture(config: dict) -> dict:
+    """The plans' architecture in nnU-Net's axis order (new ``architecture`` entry or the old keys)."""
+    if "architecture" in config:
+        return json.loads(json.dumps(config["architecture"]))
+    n = len(config["conv_kernel_sizes"])
+    features = [min(config["UNet_base_num_features"] * 2**i, config["unet_max_num_features"]) for i in range(n)]
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": n, "features_per_stage": features,
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": config["conv_kernel_sizes"],
+            "strides": config["pool_op_kernel_sizes"], "n_conv_per_stage": config["n_conv_per_stage_encoder"],
+            "n_conv_per_stage_decoder": config["n_conv_per_stage_decoder"], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }  # fmt: skip
+
+
+def _ours_from_theirs(transpose_forward) -> list[int]:
+    """``axes[a]`` = nnU-Net network axis behind our axis ``a`` (ours = ITK index order)."""
+    tf = list(transpose_forward)
+    inverse = [tf.index(m) for m in range(3)]  # network axis holding sitk-array axis m
+    return [inverse[2 - a] for a in range(3)]
+
+
+def _open_nnunet(folder: Path) -> Source:
+    import torch
+
+    plans = json.loads((folder / "plans.json").read_text())
+    dataset = json.loads((folder / "dataset.json").read_text()) if (folder / "dataset.json").is_file() else {}
+    checkpoint_path = _find_checkpoint(folder)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    name = checkpoint.get("init_args", {}).get("configuration", "3d_fullres")
+    config = _configuration(plans, name)
+    axes = _ours_from_theirs(plans.get("transpose_forward", [0, 1, 2]))
+    arch = nnunet_architecture(config)
+    kw = arch["arch_kwargs"]
+    for key in ("kernel_sizes", "strides"):
+        kw[key] = [[int(v[axes[a]]) for a in range(3)] if isinstance(v, (list, tuple)) else v for v in kw[key]]
+    notes = [f"configuration {name}, trainer {checkpoint.get('trainer_name', '?')}", f"axis map ours←nnU-Net {axes}"]
+    state = {}
+    for key, tensor in checkpoint["network_weights"].items():
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+        if tensor.ndim == 5:
+            tensor = tensor.permute(0, 1, *[2 + axes[a] for a in range(3)]).contiguous()
+        state[key] = tensor.float() if tensor.is_floating_point() else tensor
+    plan = None
+    spacing = config.get("spacing")
+    norm_schemes = config.get("normalization_schemes", [])
+    props = plans.get("foreground_intensity_properties_per_channel", {}).get("0")
+    if spacing and props and norm_schemes[:1] == ["CTNormalization"]:
+        plan = Plan(
+            structures=("Bladder",),  # replaced by the fine-tune's structures
+            spacing_mm=tuple(float(spacing[axes[a]]) for a in range(3)),  # type: ignore[arg-type]
+            patch_size=tuple(int(config["patch_size"][axes[a]]) for a in range(3)),  # type: ignore[arg-type]
+            normalization=Normalization(float(props["percentile_00_5"]), float(props["percentile_99_5"]), float(props["mean"]), float(props["std"])),
+            spacing_rule="fixed",
+            fingerprint={"source": f"nnU-Net plans {plans.get('plans_name', '')} ({folder})"},
+        )
+    else:
+        notes.append(f"normalisation {norm_schemes} is not CTNormalization: the fine-tune plans from the cohort instead")
+    notes.append(f"labels {list(dataset.get('labels', {}))}")
+    return Source("nnunetv2", folder, arch, plan, state, notes)
+
+
+# ----------------------------------------------------------------------------- loading
+def load_into(network, source: Source, *, keep_head: bool = False) -> TransferReport:
+    """Copy the source's tensors into ``network`` (in place) except the segmentation head.
+
+    ``keep_head=True`` (the source predicts the same structures, in the same order: continued
+    training) loads the head too.
+    """
+    import torch
+
+    from cervicontour.model.network import head_prefixes
+
+    report = TransferReport(str(source.path), source.kind, notes=list(source.notes))
+    target = network.state_dict()
+    heads = () if keep_head else head_prefixes(network)
+    new_state = {}
+    for key, tensor in target.items():
+        if key.startswith(heads):
+            report.skipped.append((key, "segmentation head (new structures)"))
+            continue
+        if key not in source.state_dict:
+            report.skipped.append((key, "not in the source"))
+            continue
+        src = source.state_dict[key]
+        if tuple(src.shape) == tuple(tensor.shape):
+            new_state[key] = src.to(tensor.dtype)
+            report.loaded.append(key)
+        elif src.ndim == 5 and src.shape[0] == tensor.shape[0] and src.shape[2:] == tensor.shape[2:] and tensor.shape[1] == 1:
+            new_state[key] = src.sum(dim=1, keepdim=True).to(tensor.dtype)
+            report.reshaped.append((key, list(src.shape), list(tensor.shape), "summed over input channels"))
+        else:
+            report.skipped.append((key, f"shape {list(src.shape)} in the source, {list(tensor.shape)} here"))
+    if source.kind == "nnunetv2":
+        for key in new_state:
+            if new_state[key].ndim == 5 and key not in {r[0] for r in report.reshaped}:
+                report.reshaped.append((key, list(new_state[key].shape), list(new_state[key].shape), "spatial axes permuted (z,y,x)→(X,Y,Z)"))
+        report.loaded = [k for k in report.loaded if k not in {r[0] for r in report.reshaped}]
+    unused = sorted(set(source.state_dict) - set(target))
+    if unused:
+        report.notes.append(f"{len(unused)} source tensors have no counterpart here (e.g. {unused[0]})")
+    with torch.no_grad():
+        network.load_state_dict({**target, **new_state})
+    return report
+
+
+def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float) -> list[dict]:
+    """Optimiser groups for a strategy: ``full`` (one group), ``frozen-encoder`` (encoder not
+    trained), ``discriminative-lr`` (encoder at ``lr × encoder_lr_factor``)."""
+    from cervicontour.model.network import encoder_prefixes
+
+    prefixes = encoder_prefixes(network)
+    encoder, rest = [], []
+    for name, p in network.named_parameters():  # unused heads stay in (no gradient: AdamW skips them)
+        (encoder if name.startswith(prefixes) else rest).append(p)
+    if strategy == "full":
+        return [{"params": encoder + rest, "lr": lr, "base_lr": lr}]
+    if strategy == "frozen-encoder":
+        for p in encoder:
+            p.requires_grad_(False)
+        return [{"params": rest, "lr": lr, "base_lr": lr}]
+    if strategy == "discriminative-lr":
+        return [
+            {"params": rest, "lr": lr, "base_lr": lr},
+            {"params": encoder, "lr": lr * encoder_lr_factor, "base_lr": lr * encoder_lr_factor},
+        ]
+    raise InputError(f"unknown strategy {strategy!r}; choose full, frozen-encoder or discriminative-lr")
+
+
+__all__ = ["Source", "TransferReport", "load_into", "nnunet_architecture", "open_source", "parameter_groups"]
+
