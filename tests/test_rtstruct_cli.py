@@ -106,3 +106,38 @@ def test_bad_inputs_exit_2_with_a_message(phantom, tmp_path):
     result = runner.invoke(app, ["rtstruct", "import", "--series", str(series), "--rtstruct", str(case.image_path),
                                  "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and "RT Structure Set" in result.output
+
+
+def test_predict_writes_rtstruct_and_report_for_a_dicom_series(phantom, tmp_path):
+    """predict --rtstruct --report on the feet-first series: an AUTOMATIC RTSTRUCT that references it."""
+    import json
+
+    import pydicom
+
+    _, _, series, _ = phantom
+    out = tmp_path / "pred"
+    result = _run("predict", str(series), "--out", str(out), "--rtstruct", "--report")
+    assert result.returncode == 0, result.stderr
+    (case_dir,) = [p.parent for p in out.glob("*/prediction.json")]
+    record = json.loads((case_dir / "prediction.json").read_text())
+    rs = pydicom.dcmread(case_dir / "RS.dcm")
+    slices = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(series.iterdir())]
+    assert rs.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == slices[0].FrameOfReferenceUID
+    referenced = rs.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == slices[0].SeriesInstanceUID
+    predicted = {p.name[: -len(".nii.gz")] for p in (case_dir / "structures").glob("*.nii.gz")}
+    names = {roi.ROIName for roi in rs.StructureSetROISequence}
+    assert predicted <= names
+    generation = {str(c.ROIGenerationAlgorithm) for c in rs.StructureSetROISequence}
+    assert generation == {"AUTOMATIC"}
+    html = (case_dir / "report" / "index.html").read_text()
+    assert record["model"]["name"] in html
+    assert "not for clinical use" in html.lower()
+
+
+def test_predict_rtstruct_on_nifti_says_why_not(small_cohort, tmp_path):
+    image = small_cohort / "SYN002" / "image.nii.gz"
+    result = _run("predict", str(image), "--out", str(tmp_path / "p"), "--rtstruct")
+    assert result.returncode == 0, result.stderr
+    assert "not a DICOM series" in result.stdout
+    assert not list((tmp_path / "p").glob("*/RS.dcm"))

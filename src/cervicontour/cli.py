@@ -406,6 +406,8 @@ def predict(
     all_cases: bool = typer.Option(False, "--all", help="For a cohort: every patient (default: the hold-out ones, or all if none)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write probability maps (percent, uint8)."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML enforced on the predictions (default: the clinicians' rules)."),
+    rtstruct: bool = typer.Option(False, "--rtstruct", help="Also write OUT/<patient_id>/RS.dcm for each case whose input is a DICOM series."),
+    report: bool = typer.Option(False, "--report", help="Also write the per-case QA report (OUT/<patient_id>/report/index.html)."),
 ) -> None:
     """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case."""
     import json
@@ -428,6 +430,21 @@ def predict(
         record = json.loads(path.read_text())
         flagged = ", ".join(record["review_closely"]) or "none"
         console.print(f"{record['patient_id']}: {path.parent} ({record['timings_s']['total_case']:.1f} s, {len(record['rule_changes'])} rule changes, review closely: {flagged})", highlight=False)
+        source = Path(record["input"]["path"])
+        if rtstruct:
+            if source.is_dir():
+                from cervicontour.export.rtstruct import export_case
+
+                _guard(export_case, source, path.parent, path.parent / "RS.dcm")
+                console.print(f"  RTSTRUCT: {path.parent / 'RS.dcm'} (AUTOMATIC, references series in {source})", highlight=False)
+            else:
+                console.print(f"  [yellow]no RTSTRUCT:[/] {source.name} is not a DICOM series (RTSTRUCT needs the CT's SOP instances)", highlight=False)
+        if report:
+            from cervicontour.report.case_report import write_case_report
+
+            cohort = input_path if input_path.is_dir() and not source.samefile(input_path) else None
+            html = _guard(write_case_report, path.parent, cohort=cohort, rules=loaded_rules)
+            console.print(f"  report: {html}", highlight=False)
 
 
 rtstruct_app = typer.Typer(no_args_is_help=True, help="DICOM RT Structure Sets: export drafts for planning, import a clinic's contours.")
