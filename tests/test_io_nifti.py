@@ -18,18 +18,9 @@ import SimpleITK as sitk
 from cervicontour.errors import InputError
 from cervicontour.io import read_nifti, read_volume, strip_nifti_suffix, write_nifti
 from cervicontour.volume import Volume, is_oblique, orientation_code
+from dicom_factory import rotation  # noqa: E402  (tests/ is on sys.path)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def rotation(axis: str, degrees: float) -> np.ndarray:
-    t = np.deg2rad(degrees)
-    c, s = np.cos(t), np.sin(t)
-    if axis == "x":
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
 DIRECTIONS = {
