@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEMO_DIR ?= out/demo
 
-.PHONY: install demo test test-slow clean
+REVIEW_FRONTEND := src/cervicontour/review/frontend
+REVIEW_VENDOR := src/cervicontour/review/static/vendor
+
+.PHONY: install review-assets demo test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +18,27 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,dicom,model]" "$(TORCH_PIN)"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed review-assets
+
+# The review page's viewer (NiiVue) comes from the npm registry at the version package-lock.json pins,
+# never from a CDN and never copied into the repo. Without npm the page says how to build it.
+review-assets: $(REVIEW_VENDOR)/niivue.js
+
+$(REVIEW_VENDOR)/niivue.js: $(REVIEW_FRONTEND)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  ( cd $(REVIEW_FRONTEND) && npm ci --no-audit --no-fund --silent ) && \
+	  mkdir -p $(REVIEW_VENDOR) && cp $(REVIEW_FRONTEND)/node_modules/@niivue/niivue/dist/index.js $@ || \
+	  echo "npm ci failed: the review page's viewer is not built; its browser test skips" >&2; \
+	else echo "npm not found: the review page's viewer is not built (apt-get install npm, then make review-assets)" >&2; fi
 
 demo: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/cervicontour demo $(DEMO_DIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed review-assets
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 test-slow: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) out build *.egg-info src/*.egg-info
+	rm -rf $(VENV) out build *.egg-info src/*.egg-info $(REVIEW_FRONTEND)/node_modules $(REVIEW_VENDOR)

@@ -582,6 +582,22 @@ def report(
     typer.echo(f"report: {_guard(write_case_report, case_dir, out_dir=out, cohort=cohort, rules=loaded_rules)}")
 
 
+@app.command()
+def review(
+    out_dir: Path = typer.Argument(..., help="Predict output folder (OUT_DIR/<patient_id>/structures/ + prediction.json)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only unless --allow-remote)."),
+    port: int = typer.Option(0, "--port", help="Port (0 picks a free one)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host such as 0.0.0.0."),
+) -> None:
+    """Clinician review page: view the drafts, choose CTV components, accept or reject (local server)."""
+    try:
+        from cervicontour.review.server import serve
+    except ImportError as exc:
+        _fail(f"the review page needs the [review] extra ({exc.name} is missing): pip install 'cervicontour[review]'")
+    _guard(serve, out_dir, host=host, port=port, allow_remote=allow_remote,
+           on_ready=lambda url: typer.echo(f"review page (open in a browser on this machine; the token is required): {url}"))
+
+
 def main() -> None:
     app(prog_name="cervicontour")
 

@@ -1,0 +1,223 @@
+"""The review log (``OUT_DIR/<patient_id>/review.json``), composed CTVs, and the accepted set as RTSTRUCT.
+
+``review.json`` is append-only: ``{"patient_id", "entries": [...]}``; each entry carries the
+SHA-256 of the entry before it (``previous_sha256``), and :func:`append_entry` refuses to write
+when the entries already on disk are not the ones it read (an edited log is reported, not
+overwritten). Composed masks go to ``review/composed/<Target>_composed_<stamp>.nii.gz`` — the
+model's drafts are never replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cervicontour.errors import InputError
+from cervicontour.review.cases import REVIEW_FOLDER, REVIEW_LOG, ct_source, find_mask, is_dicom_case, mask_files, sha256_file
+
+DECISIONS = ("accept", "reject", "needs-edit")
+_LOCK = threading.Lock()
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _entry_sha256(entry: Mapping) -> str:
+    return hashlib.sha256(json.dumps(entry, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def read_log(case: str | os.PathLike) -> list[dict]:
+    """The review entries of a case, oldest first (``[]`` when it has no ``review.json``).
+
+    Raises:
+        InputError: ``review.json`` is not the log this page writes, or its hash chain is broken
+            (an entry was edited or removed after it was written).
+    """
+    path = Path(case) / REVIEW_LOG
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["entries"]
+        assert isinstance(entries, list)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise InputError(f"{path}: expected the review log ({{'patient_id', 'entries': [...]}}); leave it as written and move it aside to start anew") from None
+    previous = None
+    for number, entry in enumerate(entries):
+        if entry.get("previous_sha256") != previous:
+            raise InputError(f"{path}: entry {number} does not follow entry {number - 1} (previous_sha256 differs); the log was edited — restore it from a backup")
+        previous = _entry_sha256(entry)
+    return entries
+
+
+def append_entry(case: str | os.PathLike, entry: Mapping) -> dict:
+    """Append ``entry`` to the case's ``review.json`` (atomically) and return it as written."""
+    case = Path(case)
+    with _LOCK:
+        entries = read_log(case)
+        written = {**entry, "previous_sha256": _entry_sha256(entries[-1]) if entries else None}
+        path = case / REVIEW_LOG
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"patient_id": case.name, "entries": [*entries, written]}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return written
+
+
+def _provenance(case: Path) -> dict:
+    from cervicontour.export.provenance import read_prediction_json
+
+    info = read_prediction_json(case) or {}
+    model = info.get("model") or {}
+    return {
+        "model": {"name": model.get("name"), "version": model.get("version"), "config_sha256": model.get("config_sha256")},
+        "input_sha256": (info.get("input") or {}).get("sha256"),
+    }
+
+
+def record_decisions(case: str | os.PathLike, reviewer: str, decisions: Mapping[str, Mapping], *, when: _dt.datetime | None = None) -> dict:
+    """Log one review: per mask ``{"decision": accept|reject|needs-edit, "comment": str}``.
+
+    Args:
+        case: the case folder.
+        reviewer: who decides (required, non-blank).
+        decisions: mask id (path relative to the case, as the page lists it) → decision.
+
+    Returns:
+        The entry written: timestamp, reviewer, model name/version/config hash, and per mask its
+        decision, comment, and the SHA-256 of the file reviewed.
+
+    Raises:
+        InputError: blank reviewer, no decisions, an unknown mask id or decision.
+    """
+    case = Path(case)
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError("no reviewer name; expected the name of the clinician accountable for the decision")
+    if not decisions:
+        raise InputError("no decisions given; expected at least one structure with accept, reject or needs-edit")
+    structures = {}
+    for mask_id, choice in decisions.items():
+        try:
+            mask = find_mask(case, mask_id)
+        except KeyError:
+            raise InputError(f"{mask_id!r} is not a mask of {case.name}; expected one of {', '.join(m.id for m in mask_files(case))}") from None
+        decision = str(choice.get("decision", "")).strip().lower()
+        if decision not in DECISIONS:
+            raise InputError(f"{mask_id}: decision {decision!r}; expected one of {', '.join(DECISIONS)}")
+        structures[mask_id] = {"name": mask.name, "decision": decision, "comment": str(choice.get("comment") or ""), "sha256": sha256_file(mask.path)}
+    entry = {"action": "review", "timestamp": (when or _now()).isoformat(), "reviewer": reviewer, **_provenance(case), "structures": structures}
+    return append_entry(case, entry)
+
+
+def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequence[str]], *, when: _dt.datetime | None = None) -> list[dict]:
+    """Compose CTVn / CTVp from the chosen parts into new files and log it.
+
+    Uses the compose logic of :mod:`cervicontour.postprocess.compose` (part names, union, the GTV
+    always included) but writes ``review/composed/<Target>_composed_<stamp>.nii.gz``: the model's
+    draft is kept as it is.
+
+    Returns:
+        Per target: ``{"target", "id", "requested", "used", "missing", "added", "volume_cc", "sha256"}``.
+
+    Raises:
+        InputError: blank reviewer, a bad part name, or none of a target's parts in the case.
+    """
+    from cervicontour.io import read_nifti, write_nifti
+    from cervicontour.postprocess.compose import ALWAYS_INCLUDED, case_structure_paths, parse_parts, union
+    from cervicontour.structures import COMPOUND, canonical_name
+
+    case = Path(case)
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError("no reviewer name; expected the name of the clinician choosing the CTV components")
+    when = when or _now()
+    available = case_structure_paths(case)
+    plans = {canonical_name(t): parse_parts(t, parts) for t, parts in choices.items() if parts}
+    if not plans:
+        raise InputError(f"no parts chosen; expected some of {'; '.join(f'{t}: ' + ', '.join(p) for t, p in COMPOUND.items())}")
+    for target, requested in plans.items():
+        if not any(p in available for p in requested):
+            have = [p for p in COMPOUND[target] if p in available]
+            raise InputError(f"{case.name}: none of the chosen {target} parts ({', '.join(requested)}) exists; the case has "
+                             + (", ".join(have) if have else f"no {target} parts in structures/sub"))
+    results = []
+    stamp = when.strftime("%Y%m%dT%H%M%S%fZ")
+    for target, requested in plans.items():
+        used = tuple(p for p in requested if p in available)
+        gtv = ALWAYS_INCLUDED[target]
+        added = (gtv,) if gtv in available and gtv not in requested else ()
+        composed = union({p: read_nifti(available[p]) for p in used + added})
+        path = write_nifti(composed, case / REVIEW_FOLDER / "composed" / f"{target}_composed_{stamp}.nii.gz")
+        results.append({
+            "target": target, "id": path.relative_to(case).as_posix(), "requested": list(requested), "used": list(used + added),
+            "missing": [p for p in requested if p not in available], "added": list(added),
+            "volume_cc": round(float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc, 3), "sha256": sha256_file(path),
+        })
+    append_entry(case, {"action": "compose", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case), "compositions": results})
+    return results
+
+
+def accepted_set(case: str | os.PathLike) -> dict[str, str]:
+    """Mask id → name of the masks whose latest decision is ``accept`` and whose file is unchanged since."""
+    case = Path(case)
+    latest: dict[str, dict] = {}
+    for entry in read_log(case):
+        if entry.get("action") == "review":
+            latest.update(entry.get("structures", {}))
+    accepted = {}
+    for mask_id, record in latest.items():
+        if record.get("decision") != "accept":
+            continue
+        try:
+            mask = find_mask(case, mask_id)
+        except KeyError:
+            continue
+        if sha256_file(mask.path) == record.get("sha256"):
+            accepted[mask_id] = mask.name
+    return accepted
+
+
+def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _dt.datetime | None = None) -> dict:
+    """Write the accepted set as an RTSTRUCT on the case's DICOM CT series and log it.
+
+    A composed target replaces the draft of the same name when both are accepted. Written to
+    ``review/RS_reviewed_<stamp>.dcm`` with ROI Generation Algorithm ``SEMIAUTOMATIC``.
+
+    Raises:
+        InputError: the CT did not come from DICOM, blank reviewer, or nothing accepted.
+    """
+    from cervicontour.export.provenance import field, read_prediction_json
+    from cervicontour.export.rtstruct import write_rtstruct
+    from cervicontour.io import read_nifti
+
+    case = Path(case)
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError("no reviewer name; expected the name of the clinician exporting the accepted set")
+    if not is_dicom_case(case):
+        raise InputError(f"{case.name}: the CT is not a DICOM series ({ct_source(case)}); RTSTRUCT export needs the series it references")
+    accepted = accepted_set(case)
+    if not accepted:
+        raise InputError(f"{case.name}: no accepted structure (or the accepted files changed since); accept some first")
+    chosen: dict[str, str] = {}
+    for mask_id, name in accepted.items():  # composed (review/...) sorts after structures/: it wins
+        if name not in chosen or mask_id.startswith(REVIEW_FOLDER + "/"):
+            chosen[name] = mask_id
+    when = when or _now()
+    info = read_prediction_json(case)
+    path = case / REVIEW_FOLDER / f"RS_reviewed_{when.strftime('%Y%m%dT%H%M%S%fZ')}.dcm"
+    result = write_rtstruct(ct_source(case), {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
+                            generation="SEMIAUTOMATIC", model=field(info, "model"), model_version=field(info, "model version"))
+    record = {"action": "export-rtstruct", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case),
+              "path": result.path.relative_to(case).as_posix(), "sha256": sha256_file(result.path),
+              "structures": {name: {"id": mask_id, "sha256": sha256_file(case / mask_id)} for name, mask_id in chosen.items()}}
+    append_entry(case, record)
+    return {**record, "rois": [r.name for r in result.rois]}

@@ -1,0 +1,298 @@
+"""The review server: a FastAPI app over one predict output folder, and ``serve`` to run it locally.
+
+Security, as Jupyter does it: a random token is printed in the URL and required on every request
+(``?token=``, the ``X-Review-Token`` header, or the cookie the page sets after the first request);
+it binds 127.0.0.1 unless told otherwise and refuses a non-loopback address without
+``allow_remote``; files are resolved from the names the server lists itself (see
+:mod:`cervicontour.review.cases`), so a path sent by the browser never reaches the file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+from cervicontour.errors import InputError
+
+try:
+    from fastapi import Body, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise InputError(f"the review page needs FastAPI and uvicorn ({exc.name} is missing); install the extra: pip install 'cervicontour[review]'") from None
+
+from cervicontour.review import cases as _cases
+from cervicontour.review import decisions as _decisions
+
+STATIC_DIR = Path(__file__).parent / "static"
+NIIVUE_JS = STATIC_DIR / "vendor" / "niivue.js"
+COOKIE = "cervicontour_review_token"
+HEADER = "x-review-token"
+_NII = "application/octet-stream"
+
+
+def check_host(host: str, *, allow_remote: bool = False) -> str:
+    """The host to bind, when it is a loopback address or remote access was asked for.
+
+    Raises:
+        InputError: ``host`` (e.g. ``0.0.0.0``) is reachable from other machines and
+            ``allow_remote`` is false.
+    """
+    if host == "localhost":
+        return host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise InputError(f"--host {host} would let other machines reach patient images; expected 127.0.0.1 (the default) — "
+                         "add --allow-remote only on a network you trust")
+    return host
+
+
+def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) -> FastAPI:
+    """The ASGI app serving ``out_dir``; every request must carry ``token``.
+
+    With ``warm``, the first case's previews are built in a background thread right away, so the
+    page's first view does not wait for them.
+
+    Raises:
+        InputError: ``out_dir`` is not a folder, or the token is shorter than 16 characters.
+    """
+    out_dir = Path(out_dir).resolve()
+    _cases.list_cases(out_dir)  # fails early on a missing folder
+    if len(token) < 16:
+        raise InputError("the review token must be at least 16 characters; leave it out to get a random one")
+    cache = _cases.VolumeCache()
+    if warm:
+        threading.Thread(target=_warm, args=(out_dir, cache), daemon=True).start()
+    app = FastAPI(title="cervicontour review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        given = request.query_params.get("token") or request.headers.get(HEADER) or request.cookies.get(COOKIE) or ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"detail": "missing or wrong token; open the URL that `cervicontour review` printed"}, status_code=403)
+        response = await call_next(request)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self' blob: data:"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def case_of(patient_id: str) -> Path:
+        try:
+            return _cases.case_dir(out_dir, patient_id)
+        except KeyError:
+            raise HTTPException(404, f"no case {patient_id!r} in this output folder") from None
+
+    def mask_of(case: Path, mask_id: str) -> _cases.MaskFile:
+        try:
+            return _cases.find_mask(case, mask_id)
+        except KeyError:
+            raise HTTPException(404, f"no mask {mask_id!r} in {case.name}") from None
+
+    def guarded(func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status_code=204)
+
+    @app.get("/api/cases")
+    def list_cases():
+        rows = []
+        for patient_id in _cases.list_cases(out_dir):
+            case = out_dir / patient_id
+            info = _prediction(case)
+            rows.append({"patient_id": patient_id, "review_closely": info.get("review_closely", []),
+                         "dicom": _cases.is_dicom_case(case), "reviews": len(guarded(_decisions.read_log, case))})
+        return {"out_dir": str(out_dir), "cases": rows, "niivue": NIIVUE_JS.is_file()}
+
+    @app.get("/api/cases/{patient_id}")
+    def case_summary(patient_id: str):
+        from cervicontour.report.preview import COLOURS
+        from cervicontour.structures import COMPOUND
+
+        case = case_of(patient_id)
+        info = _prediction(case)
+        records = info.get("structures", {})
+        log = guarded(_decisions.read_log, case)
+        composed = {c["id"]: {"volume_cc": c["volume_cc"]} for e in log if e.get("action") == "compose" for c in e.get("compositions", [])}
+        masks = []
+        for number, mask in enumerate(_cases.mask_files(case)):
+            record = records.get(mask.name, {}) if mask.kind == "draft" else composed.get(mask.id, {})
+            masks.append({"id": mask.id, "name": mask.name, "kind": mask.kind, "colour": COLOURS.get(mask.name) or _PALETTE[number % len(_PALETTE)],
+                          "volume_cc": record.get("volume_cc"), "uncertainty": record.get("uncertainty"),
+                          "review_closely": bool(record.get("review_closely")), "reasons": record.get("reasons", [])})
+        present = {m.name for m in _cases.mask_files(case) if m.kind == "sub"}
+        source = _cases.ct_source(case)
+        return {
+            "patient_id": patient_id, "model": info.get("model", {}), "input": info.get("input", {}),
+            "rule_changes": info.get("rule_changes", []), "disclaimer": info.get("disclaimer", "draft contours for clinician review"),
+            "ct": source is not None, "dicom": _cases.is_dicom_case(case), "masks": masks,
+            "parts": {target: [{"name": p, "present": p in present} for p in parts] for target, parts in COMPOUND.items()},
+            "log": log,
+        }
+
+    @app.get("/api/cases/{patient_id}/findings")
+    def findings(patient_id: str):
+        from cervicontour.io import read_nifti
+        from cervicontour.rules import check, sort_findings
+
+        case = case_of(patient_id)
+        drafts = {m.name: read_nifti(m.path) for m in _cases.mask_files(case) if m.kind == "draft"}
+        found = guarded(lambda: sort_findings(check(drafts, patient_id=patient_id))) if drafts else []
+        return {"findings": [_finding(f) for f in found]}
+
+    @app.get("/api/cases/{patient_id}/ct.nii.gz")
+    def ct_full(patient_id: str):
+        return Response(guarded(_cases.ct_bytes, case_of(patient_id), cache, preview=False), media_type=_NII)
+
+    @app.get("/api/cases/{patient_id}/ct-preview.nii")
+    def ct_preview(patient_id: str):
+        return Response(guarded(_cases.ct_bytes, case_of(patient_id), cache, preview=True), media_type=_NII)
+
+    @app.get("/api/cases/{patient_id}/masks/{mask_id:path}")
+    def mask_full(patient_id: str, mask_id: str):
+        return FileResponse(mask_of(case_of(patient_id), mask_id).path, media_type=_NII)
+
+    @app.get("/api/cases/{patient_id}/preview/{mask_id:path}")
+    def mask_preview(patient_id: str, mask_id: str):
+        mask = mask_of(case_of(patient_id), mask_id.removesuffix(".preview.nii"))
+        return Response(_cases.mask_preview_bytes(mask, cache), media_type=_NII)
+
+    @app.get("/api/cases/{patient_id}/review")
+    def review_log(patient_id: str):
+        return {"entries": guarded(_decisions.read_log, case_of(patient_id))}
+
+    @app.post("/api/cases/{patient_id}/decisions")
+    def save_decisions(patient_id: str, body: dict = Body(...)):
+        entry = guarded(_decisions.record_decisions, case_of(patient_id), str(body.get("reviewer") or ""), body.get("decisions") or {})
+        return {"entry": entry}
+
+    @app.post("/api/cases/{patient_id}/compose")
+    def compose(patient_id: str, body: dict = Body(...)):
+        results = guarded(_decisions.compose, case_of(patient_id), str(body.get("reviewer") or ""), body.get("choices") or {})
+        return {"compositions": results}
+
+    @app.post("/api/cases/{patient_id}/rtstruct")
+    def rtstruct(patient_id: str, body: dict = Body(...)):
+        return guarded(_decisions.export_accepted_rtstruct, case_of(patient_id), str(body.get("reviewer") or ""))
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _warm(out_dir: Path, cache: _cases.VolumeCache) -> None:
+    """Build the first case's previews (errors are left for the page's own requests to report)."""
+    try:
+        ids = _cases.list_cases(out_dir)
+        if not ids:
+            return
+        case = out_dir / ids[0]
+        _cases.ct_bytes(case, cache, preview=True)
+        for mask in _cases.mask_files(case):
+            if mask.kind != "sub":
+                _cases.mask_preview_bytes(mask, cache)
+    except Exception:  # noqa: BLE001 - a warm-up never takes the server down
+        pass
+
+
+_PALETTE = ("#c061cb", "#ff7800", "#00b4d8", "#9a9996", "#2ec27e", "#e66100")
+
+
+def _prediction(case: Path) -> dict:
+    from cervicontour.export.provenance import read_prediction_json
+
+    try:
+        return read_prediction_json(case) or {}
+    except InputError:
+        return {}
+
+
+def _finding(finding) -> dict:
+    data = finding.to_dict()
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in data.items()}
+
+
+def _uvicorn():
+    try:
+        import uvicorn
+    except ImportError:
+        raise InputError("the review page needs uvicorn; install the extra: pip install 'cervicontour[review]'") from None
+    return uvicorn
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port (0 picks a free one)") from None
+    return sock
+
+
+def _url(host: str, port: int, token: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/?token={token}"
+
+
+def serve(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False,
+          token: str | None = None, on_ready=print) -> None:
+    """Serve the review page until interrupted; ``on_ready`` gets the URL with the token.
+
+    Raises:
+        InputError: a remote host without ``allow_remote``, a missing folder, a busy port.
+    """
+    uvicorn = _uvicorn()
+    host = check_host(host, allow_remote=allow_remote)
+    token = token or secrets.token_urlsafe(24)
+    app = create_app(out_dir, token=token, warm=True)
+    sock = _bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    on_ready(_url(host, sock.getsockname()[1], token))
+    server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def running(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", token: str | None = None, warm: bool = False):
+    """Run the server in a background thread on a free port; yields the URL (with the token).
+
+    For tests and benchmarks::
+
+        with running("out/pred") as url:
+            ...
+    """
+    uvicorn = _uvicorn()
+    token = token or secrets.token_urlsafe(24)
+    app = create_app(out_dir, token=token, warm=warm)
+    sock = _bind(check_host(host), 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield _url(host, sock.getsockname()[1], token)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
