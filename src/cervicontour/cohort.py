@@ -27,6 +27,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from cervicontour.errors import InputError
 from cervicontour.io import is_nifti, read_nifti, strip_nifti_suffix, write_nifti
 from cervicontour.structures import PRIMARY, canonical_name, try_canonical_name
 from cervicontour.volume import Volume
+
+if TYPE_CHECKING:  # the loader does not import the structure-set module at run time unless asked
+    from cervicontour.structure_set import StructureSet
 
 IMAGE_STEMS = ("image", "ct", "img", "imaging")
 NOTES_FILE = "notes.csv"
