@@ -67,21 +67,11 @@ def synth(
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")
     if preview:
-        _write_previews(cohort_dir)
+        preview_command(cohort_dir, patient=None, out=None)
 
 
-def _write_previews(cohort_dir: Path) -> None:
-    from cervicontour.cohort import load_cohort
-    from cervicontour.report.preview import write_preview
-
-    cohort = load_cohort(cohort_dir)
-    for case in cohort.labelled():
-        png = write_preview(case, cohort_dir / "preview" / f"{case.patient_id}.png")
-        typer.echo(f"preview: {png}")
-
-
-@app.command()
-def preview(
+@app.command("preview")
+def preview_command(
     cohort: Path = typer.Argument(..., help="Cohort folder."),
     patient: Optional[str] = typer.Option(None, "--patient", help="One patient id (default: all labelled)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default COHORT/preview)."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cervicontour.io.atomic import atomic_path, file_sha256, write_text_atomic
 from cervicontour.io.nifti import (
     NIFTI_SUFFIXES,
     image_to_volume,
@@ -17,6 +18,9 @@ from cervicontour.io.nifti import (
 from cervicontour.volume import Volume
 
 __all__ = [
+    "atomic_path",
+    "file_sha256",
+    "write_text_atomic",
     "NIFTI_SUFFIXES",
     "image_to_volume",
     "is_nifti",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import atomic_path
 from cervicontour.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -183,20 +183,12 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, compress: bool | Non
     path = Path(path)
     if not is_nifti(path):
         raise InputError(f"{path}: NIfTI output must end in .nii or .nii.gz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).lower().endswith(".nii.gz") else ".nii"
     if compress is None:
-        compress = suffix == ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+        compress = str(path).lower().endswith(".nii.gz")
+    with atomic_path(path) as tmp:
         writer = sitk.ImageFileWriter()
         writer.SetImageIO("NiftiImageIO")
-        writer.SetFileName(tmp)
+        writer.SetFileName(str(tmp))
         writer.SetUseCompression(compress)
         writer.Execute(volume_to_image(volume))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -5,17 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
+
+from cervicontour.io.atomic import write_text_atomic
 
 COLUMNS = ["kind", "step", "seconds", "lr", "loss", "dice_loss", "bce_loss", "mean_dice"]
 
 
 def write_json(path: Path, data: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value):

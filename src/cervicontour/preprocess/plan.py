@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import write_text_atomic
 from cervicontour.structures import canonical_name
 
 PLAN_VERSION = 1
@@ -103,9 +104,7 @@ class Plan:
 def save_plan(plan: Plan, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(plan.to_dict(), indent=2) + "\n")
     return path
 
 

@@ -13,7 +13,6 @@ the file is there, otherwise the page says "not a model prediction".
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import html
 import math
 import os
@@ -33,6 +32,7 @@ from cervicontour.export.provenance import (
     structure_uncertainty,
     uncertainty_flags,
 )
+from cervicontour.io.atomic import file_sha256, write_text_atomic
 from cervicontour.structures import COMPOUND, PRIMARY, STRUCTURES, Role
 from cervicontour.volume import Volume
 
@@ -112,12 +112,6 @@ def _end_marker(mask: Volume, superior: bool) -> tuple[Volume, tuple[float, floa
     return mask.with_array(marker), tuple(float(v) for v in mask.index_to_world(centre))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_case_report(
@@ -205,15 +199,13 @@ def write_case_report(
 
     page = _page(
         case_id=case_id, case_dir=case_dir, image=image, image_label=str(source.relative_to(case_dir) if source.is_relative_to(case_dir) else source),
-        image_sha256=_sha256(source) if source.is_file() else "", prediction=prediction,
+        image_sha256=file_sha256(source) if source.is_file() else "", prediction=prediction,
         prediction_path=find_prediction_json(case_dir), rows=rows, cohort=cohort, findings=findings, pictures=pictures,
         log=read_log(case_dir), rules_label=f"{rules.source} (sha256 {rules.sha256[:12]})" if rules.sha256 else rules.source,
         planning=sorted((case_dir / "planning").glob("*_overlap.csv")) if (case_dir / "planning").is_dir() else [],
     )
     path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cervicontour.io.atomic import write_text_atomic
 from cervicontour.metrics.summary import summarize
 
 _UNITS = (("_mm", "mm"), ("_cc", "cc"))
@@ -162,7 +163,5 @@ def write_metrics_report(
         f"<h2>Box plots</h2><div class='plots'>{gallery}</div>"
         f"<h2>All rows</h2>{rows_table_html(rows, columns)}</body></html>"
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

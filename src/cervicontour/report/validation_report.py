@@ -20,6 +20,7 @@ import numpy as np
 
 from cervicontour.cohort import Case, load_cohort
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import write_text_atomic
 from cervicontour.report.preview import COLOURS, WINDOW_HU
 from cervicontour.rules.findings import Finding, Severity, count_by_severity
 from cervicontour.structures import try_canonical_name
@@ -70,9 +71,7 @@ def write_validation_report(
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path
 
 

@@ -7,7 +7,6 @@ from a path the browser sent — so nothing outside ``OUT_DIR`` (except the CT t
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -94,12 +93,6 @@ def is_dicom_case(case: Path) -> bool:
     return source is not None and source.is_dir()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def preview_steps(shape: tuple[int, int, int]) -> tuple[int, int, int]:

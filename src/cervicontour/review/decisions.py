@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
-from cervicontour.review.cases import REVIEW_FOLDER, REVIEW_LOG, ct_source, find_mask, is_dicom_case, mask_files, sha256_file
+from cervicontour.io.atomic import file_sha256, write_text_atomic
+from cervicontour.review.cases import (
+    REVIEW_FOLDER,
+    REVIEW_LOG,
+    ct_source,
+    find_mask,
+    is_dicom_case,
+    mask_files,
+)
 
 DECISIONS = ("accept", "reject", "needs-edit")
 _LOCK = threading.Lock()
@@ -65,9 +73,7 @@ def append_entry(case: str | os.PathLike, entry: Mapping) -> dict:
         entries = read_log(case)
         written = {**entry, "previous_sha256": _entry_sha256(entries[-1]) if entries else None}
         path = case / REVIEW_LOG
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"patient_id": case.name, "entries": [*entries, written]}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"patient_id": case.name, "entries": [*entries, written]}, indent=2, ensure_ascii=False) + "\n")
     return written
 
 
@@ -112,7 +118,7 @@ def record_decisions(case: str | os.PathLike, reviewer: str, decisions: Mapping[
         decision = str(choice.get("decision", "")).strip().lower()
         if decision not in DECISIONS:
             raise InputError(f"{mask_id}: decision {decision!r}; expected one of {', '.join(DECISIONS)}")
-        structures[mask_id] = {"name": mask.name, "decision": decision, "comment": str(choice.get("comment") or ""), "sha256": sha256_file(mask.path)}
+        structures[mask_id] = {"name": mask.name, "decision": decision, "comment": str(choice.get("comment") or ""), "sha256": file_sha256(mask.path)}
     entry = {"action": "review", "timestamp": (when or _now()).isoformat(), "reviewer": reviewer, **_provenance(case), "structures": structures}
     return append_entry(case, entry)
 
@@ -131,7 +137,12 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
         InputError: blank reviewer, a bad part name, or none of a target's parts in the case.
     """
     from cervicontour.io import read_nifti, write_nifti
-    from cervicontour.postprocess.compose import ALWAYS_INCLUDED, case_structure_paths, parse_parts, union
+    from cervicontour.postprocess.compose import (
+        ALWAYS_INCLUDED,
+        case_structure_paths,
+        parse_parts,
+        union,
+    )
     from cervicontour.structures import COMPOUND, canonical_name
 
     case = Path(case)
@@ -159,7 +170,7 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
         results.append({
             "target": target, "id": path.relative_to(case).as_posix(), "requested": list(requested), "used": list(used + added),
             "missing": [p for p in requested if p not in available], "added": list(added),
-            "volume_cc": round(float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc, 3), "sha256": sha256_file(path),
+            "volume_cc": round(float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc, 3), "sha256": file_sha256(path),
         })
     append_entry(case, {"action": "compose", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case), "compositions": results})
     return results
@@ -180,7 +191,7 @@ def accepted_set(case: str | os.PathLike) -> dict[str, str]:
             mask = find_mask(case, mask_id)
         except KeyError:
             continue
-        if sha256_file(mask.path) == record.get("sha256"):
+        if file_sha256(mask.path) == record.get("sha256"):
             accepted[mask_id] = mask.name
     return accepted
 
@@ -217,7 +228,7 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     result = write_rtstruct(ct_source(case), {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
                             generation="SEMIAUTOMATIC", model=field(info, "model"), model_version=field(info, "model version"))
     record = {"action": "export-rtstruct", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case),
-              "path": result.path.relative_to(case).as_posix(), "sha256": sha256_file(result.path),
-              "structures": {name: {"id": mask_id, "sha256": sha256_file(case / mask_id)} for name, mask_id in chosen.items()}}
+              "path": result.path.relative_to(case).as_posix(), "sha256": file_sha256(result.path),
+              "structures": {name: {"id": mask_id, "sha256": file_sha256(case / mask_id)} for name, mask_id in chosen.items()}}
     append_entry(case, record)
     return {**record, "rois": [r.name for r in result.rois]}

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 
+from cervicontour.io.atomic import write_text_atomic
+
 
 class Severity(str, Enum):
     """How bad a finding is. ``error`` makes ``cervicontour validate`` exit with code 1."""
@@ -131,10 +133,8 @@ def write_findings_json(findings: Iterable[Finding], path: str | os.PathLike, *,
     findings = list(findings)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     payload = {"meta": meta or {}, "counts": count_by_severity(findings), "findings": [f.to_dict() for f in findings]}
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
     return path
 
 

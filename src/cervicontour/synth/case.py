@@ -8,7 +8,7 @@ import numpy as np
 
 from cervicontour.synth import anatomy as A
 from cervicontour.synth.appearance import finish, random_field, tissue_hu
-from cervicontour.synth.raster import Grid, paint, rotation
+from cervicontour.synth.raster import Grid, bounding_box, paint, rotation
 from cervicontour.synth.targets import nodal_ctv, parametrium
 from cervicontour.volume import Volume
 
@@ -182,18 +182,11 @@ def _split_labels(label: np.ndarray) -> dict[str, np.ndarray]:
     return masks
 
 
-def _crop(mask):
-    from scipy import ndimage
-
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    return found[0] if found and found[0] is not None else None
-
-
 def _hollow(hu, mask, grid, lumen_hu, *, wall_hu):
     """Organ wall (~3 mm) around a fluid lumen."""
     from scipy import ndimage
 
-    box = _crop(mask)
+    box = bounding_box(mask)
     if box is None:
         return
     inner = ndimage.distance_transform_edt(mask[box], sampling=grid.template.spacing_mm) > 3.0
@@ -206,7 +199,7 @@ def _bowel_content(hu, mask, grid, rng, content_hu, gas_hu):
     """Lumen with gas pockets (non-dependent, i.e. anterior in supine) and mottled content."""
     from scipy import ndimage
 
-    box = _crop(mask)
+    box = bounding_box(mask)
     if box is None:
         return
     lumen = ndimage.distance_transform_edt(mask[box], sampling=grid.template.spacing_mm) > 2.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from cervicontour.volume import Volume
 
@@ -61,6 +62,16 @@ class Grid:
         return float(z.min()), float(z.max())
 
 
+def bounding_box(mask: np.ndarray, margin_vox: tuple[int, int, int] = (0, 0, 0)) -> tuple[slice, ...] | None:
+    """Index box of a mask's true voxels grown by ``margin_vox`` (clipped to the grid); None if empty."""
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found or found[0] is None:
+        return None
+    return tuple(
+        slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found[0], margin_vox, mask.shape)
+    )
+
+
 class Canvas:
     """A full-grid boolean mask built from shapes, each rasterised in its bounding box."""
 
@@ -69,6 +80,8 @@ class Canvas:
         self.mask = np.zeros(grid.shape, dtype=bool)
 
     def add(self, shape: "Shape") -> "Canvas":
+        if isinstance(shape, Tube):  # each segment in its own small box, not the tube's whole box
+            return add_tube(self, shape)
         for box in self._chunks(shape):
             self.mask[box] |= shape.inside(*self.grid.coords(box))
         return self
@@ -179,12 +192,6 @@ class Tube(Shape):
         for a, b in zip(p[:-1], p[1:]):
             yield a, b
 
-    def inside(self, x, y, z):  # pragma: no cover - Canvas uses per-segment boxes instead
-        out = np.zeros(np.broadcast(x, y, z).shape, bool)
-        for a, b in self.segments():
-            out |= _segment_inside(a, b, x, y, z)
-        return out
-
 
 def _segment_inside(a, b, x, y, z):
     d = b[:3] - a[:3]
@@ -214,8 +221,5 @@ def paint(grid: Grid, *shapes: Shape) -> np.ndarray:
     """Union of shapes as a full-grid boolean mask."""
     canvas = Canvas(grid)
     for shape in shapes:
-        if isinstance(shape, Tube):
-            add_tube(canvas, shape)
-        else:
-            canvas.add(shape)
+        canvas.add(shape)
     return canvas.mask

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cervicontour.synth.raster import Box, Canvas, Ellipsoid, Grid
+from cervicontour.synth.raster import Box, Canvas, Ellipsoid, Grid, bounding_box
 
 MARGIN_MM = 7.0
 GROUPS = {
@@ -22,15 +22,6 @@ GROUPS = {
     "LN_CommonIliac": ("A_Iliac_Cm_L", "A_Iliac_Cm_R", "V_Iliac_Cm_L", "V_Iliac_Cm_R"),
     "LN_Pelvic": tuple(f"{v}_Iliac_{k}_{s}" for v in "AV" for k in ("Ext", "Int") for s in "LR"),
 }
-
-
-def _crop(mask: np.ndarray, margin_vox: tuple[int, int, int]) -> tuple[slice, ...] | None:
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found or found[0] is None:
-        return None
-    return tuple(
-        slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found[0], margin_vox, mask.shape)
-    )
 
 
 def nodal_ctv(
@@ -51,7 +42,7 @@ def nodal_ctv(
             if name in masks:
                 group_id[masks[name]] = gid
     margin_vox = tuple(int(np.ceil(MARGIN_MM / s)) + 1 for s in spacing_mm)
-    box = _crop(group_id > 0, margin_vox)
+    box = bounding_box(group_id > 0, margin_vox)
     out: dict[str, np.ndarray] = {}
     if box is not None:
         sub = group_id[box]
@@ -97,7 +88,7 @@ def parametrium(
 ) -> np.ndarray:
     """Tissue lateral to cervix and upper vagina, out to ``side_wall_mm`` from the midline."""
     core = cervix | upper_vagina
-    box = _crop(core, (0, 0, 0))
+    box = bounding_box(core, (0, 0, 0))
     if box is None:
         return np.zeros(grid.shape, bool)
     _, y, z = grid.coords(box)
