@@ -398,6 +398,12 @@ def predict(
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML enforced on the predictions (default: the clinicians' rules)."),
     rtstruct: bool = typer.Option(False, "--rtstruct", help="Also write OUT/<patient_id>/RS.dcm for each case whose input is a DICOM series."),
     report: bool = typer.Option(False, "--report", help="Also write the per-case QA report (OUT/<patient_id>/report/index.html)."),
+    nodal_groups: Optional[str] = typer.Option(
+        None, "--nodal-groups",
+        help="CTVn = union of these predicted groups (models that predict LN_* groups): default GTVn,LN_CommonIliac,LN_Pelvic; "
+        "'reference' = the groups each labelled cohort case's own contours include.",
+    ),
+    para_aortic: bool = typer.Option(False, "--para-aortic", help="Extend CTVn with the para-aortic nodes (adds LN_ParaAortic to the groups)."),
 ) -> None:
     """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case."""
     import json
@@ -407,13 +413,24 @@ def predict(
 
     from cervicontour.pipeline import find_inputs, predict as run_predict
 
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS
+
     loaded_rules = _guard(_load_rules, rules)
     cases = _guard(find_inputs, input_path, all_cases=all_cases)
+    groups = None
+    if nodal_groups == "reference":
+        if para_aortic:
+            _fail("--para-aortic and --nodal-groups reference contradict each other: the reference decides")
+        groups = "reference"
+    elif nodal_groups is not None or para_aortic:
+        groups = [g.strip() for g in (nodal_groups or ",".join(DEFAULT_NODAL_GROUPS)).split(",") if g.strip()]
+        if para_aortic and "LN_ParaAortic" not in groups:
+            groups.append("LN_ParaAortic")
     with Progress(transient=True) as progress:
         task = progress.add_task("predicting cases", total=len(cases))
         written = _guard(
             run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
-            all_cases=all_cases, save_probabilities=probabilities, on_case=lambda pid: progress.advance(task),
+            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, on_case=lambda pid: progress.advance(task),
         )  # fmt: skip
     console = Console()
     for path in written:

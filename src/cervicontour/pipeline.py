@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class CasePrediction:
         structures: structure → ``{"volume_cc", "uncertainty", "review_closely", "reasons"}``.
         timings_s: seconds per stage.
         probabilities: structure → float32 Volume on the input grid (only if asked for).
+        composed: compound target → the predicted parts it was composed of (e.g. CTVn from
+            the nodal groups, for a model that predicts them separately).
     """
 
     masks: dict[str, Volume]
@@ -49,9 +52,19 @@ class CasePrediction:
     structures: dict[str, dict]
     timings_s: dict[str, float]
     probabilities: dict[str, Volume] = field(default_factory=dict)
+    composed: dict[str, list[str]] = field(default_factory=dict)
 
 
-def predict_case(image: Volume, model, *, rules=None, tta: bool = False, device: str = "cpu", keep_probabilities: bool = False) -> CasePrediction:
+def predict_case(
+    image: Volume,
+    model,
+    *,
+    rules=None,
+    tta: bool = False,
+    device: str = "cpu",
+    keep_probabilities: bool = False,
+    nodal_groups: Sequence[str] | None = None,
+) -> CasePrediction:
     """Segment one CT with ``model``; masks come back on ``image``'s exact grid.
 
     Args:
@@ -60,6 +73,11 @@ def predict_case(image: Volume, model, *, rules=None, tta: bool = False, device:
         rules: clinicians' rules for :func:`~cervicontour.rules.enforce` (default: packaged).
         tta: also predict the left-right mirrored image and average (2× the model time).
         keep_probabilities: also return the probability maps on the input grid.
+        nodal_groups: for a model that predicts the CTVn parts (``LN_*``, ``GTVn``) instead of
+            CTVn: the parts this patient's CTVn is made of (default
+            :data:`~cervicontour.structures.DEFAULT_NODAL_GROUPS`; add ``LN_ParaAortic`` when the
+            clinician extends the field). Including para-aortic nodes is a clinical decision the
+            CT does not show, so the model predicts every group and the choice composes CTVn.
 
     Returns:
         :class:`CasePrediction`. A structure the model finds nowhere gets an all-zero mask and
@@ -76,33 +94,66 @@ def predict_case(image: Volume, model, *, rules=None, tta: bool = False, device:
     # 2. model: per-structure sigmoid probabilities on the working grid
     pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
     working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
+    names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
     clock.lap("model")
     # 3. back onto the input grid (the box around everything the model found)
     values, box = prepared.back_to_input(working)
     box_grid = _box_volume(image, box)
-    probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(plan.structures)}
+    probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(names)}
     clock.lap("resample_back")
-    # 4. postprocess: the clinicians' rules, with every change reported
-    enforced = enforce(probabilities, rules=rules) if values.size else None
+    # 4. postprocess: the clinicians' rules, with every change reported (on the composed targets;
+    #    the parts follow their target below)
+    parts = set(_CTVN_PARTS) & set(names) if composed else set()
+    ruled = {n: v for n, v in probabilities.items() if n not in parts}
+    enforced = enforce(ruled, rules=rules) if values.size else None
     clock.lap("rules")
     # 5. assemble full-grid masks and the per-structure record
     masks, records = {}, {}
-    for c, name in enumerate(plan.structures):
+    for c, name in enumerate(names):
         full = np.zeros(image.shape, np.uint8)
         if enforced is not None:
-            full[box] = enforced.masks[name].array
+            if name in enforced.masks:
+                full[box] = enforced.masks[name].array
+            else:  # a part: its own threshold, inside its target when the target includes it
+                part = values[c] >= 0.5
+                target = next((t for t, ps in composed.items() if name in ps), None)
+                if target is not None:
+                    part &= enforced.masks[target].array > 0
+                full[box] = part
         masks[name] = image.with_array(full, structure=name)
         before = int(np.count_nonzero(values[c] >= 0.5)) if values.size else 0
         records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc)
     kept = {}
     if keep_probabilities:
-        for c, name in enumerate(plan.structures):
+        for c, name in enumerate(names):
             full = np.zeros(image.shape, np.float32)
             if values.size:
                 full[box] = values[c]
             kept[name] = image.with_array(full, structure=name)
     clock.lap("assemble")
-    return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept)
+    return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept, composed)
+
+
+_CTVN_PARTS = ("GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
+
+
+def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_groups: Sequence[str] | None):
+    """Add CTVn = voxel-wise max of the chosen nodal-group probabilities when the model predicts
+    the groups but not CTVn itself (max of probabilities = union of the thresholded masks)."""
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS, canonical_name
+
+    predicted = [n for n in structures if n in _CTVN_PARTS]
+    if "CTVn" in structures or not predicted:
+        return structures, working, {}
+    chosen = tuple(canonical_name(n) for n in (DEFAULT_NODAL_GROUPS if nodal_groups is None else nodal_groups))
+    unknown = [n for n in chosen if n not in _CTVN_PARTS]
+    if unknown:
+        raise InputError(f"nodal groups must be among {', '.join(_CTVN_PARTS)}; got {', '.join(unknown)}")
+    use = [n for n in chosen if n in predicted]
+    if not use:
+        raise InputError(f"none of the nodal groups {', '.join(chosen)} is predicted by this model (it predicts {', '.join(predicted)})")
+    ctvn = np.max(working[[structures.index(n) for n in use]], axis=0)
+    return (*structures, "CTVn"), np.concatenate([working, ctvn[None]], axis=0), {"CTVn": use}
 
 
 def _box_volume(image: Volume, box: tuple[slice, ...]) -> Volume:
@@ -147,6 +198,7 @@ class InputCase:
     patient_id: str
     source: Path
     load: object  # () -> Volume
+    structures: tuple[str, ...] = ()  # the reference structures a cohort case already has
 
 
 def find_inputs(path: str | os.PathLike, *, all_cases: bool = False) -> list[InputCase]:
@@ -173,7 +225,7 @@ def find_inputs(path: str | os.PathLike, *, all_cases: bool = False) -> list[Inp
     cases = [c for c in cases if c.image_path is not None]
     if not cases:
         raise InputError(f"{path}: no patient with an image to predict")
-    return [InputCase(c.patient_id, Path(c.image_path), c.load_image) for c in cases]
+    return [InputCase(c.patient_id, Path(c.image_path), c.load_image, tuple(c.structure_names)) for c in cases]
 
 
 def image_sha256(image: Volume) -> str:
@@ -194,9 +246,14 @@ def predict(
     rules=None,
     all_cases: bool = False,
     save_probabilities: bool = False,
+    nodal_groups: Sequence[str] | str | None = None,
     on_case=None,
 ) -> list[Path]:
     """Predict every input case and write the cohort layout plus ``prediction.json`` per case.
+
+    ``nodal_groups``: see :func:`predict_case`; ``"reference"`` composes each labelled cohort
+    case's CTVn from the groups its reference contours include (to evaluate a model against the
+    clinicians' per-patient choice of nodal fields).
 
     Returns:
         the ``prediction.json`` paths, one per case.
@@ -215,7 +272,12 @@ def predict(
         t_case = time.perf_counter()
         image = case.load()
         read_s = time.perf_counter() - t_case
-        result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities)
+        groups = nodal_groups
+        if nodal_groups == "reference":
+            groups = [n for n in _CTVN_PARTS if n in case.structures]
+            if not groups:
+                raise InputError(f"{case.source}: --nodal-groups reference needs the case's reference LN_* contours; it has none")
+        result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)
         t_write = time.perf_counter()
         folder = write_case(out, case.patient_id, None, result.masks)
         if save_probabilities:
@@ -232,6 +294,7 @@ def predict(
             "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures)},
             "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
             "structures": result.structures,
+            "composed": result.composed,
             "review_closely": [n for n, r in result.structures.items() if r["review_closely"]],
             "rule_changes": [asdict(c) for c in result.changes],
             "timings_s": timings,

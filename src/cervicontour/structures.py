@@ -103,6 +103,13 @@ COMPOUND: dict[str, tuple[str, ...]] = {
     "CTVp": ("Cervix", "GTVp", "Uterus", "Vagina"),
     "CTVn": ("GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"),
 }
+#: Structures whose absence from a labelled case means "this patient has none" (no gross tumour,
+#: no pathological node). Any other absent structure means "not contoured for this patient" — e.g.
+#: ``LN_ParaAortic`` when the clinician's CTVn stops at the common iliac nodes — and training
+#: leaves it out of the loss for that case instead of teaching the model it is empty.
+ABSENT_MEANS_EMPTY: frozenset[str] = frozenset({"GTVp", "GTVn"})
+#: The nodal groups a CTVn is composed of by default (the para-aortic group is a per-patient choice).
+DEFAULT_NODAL_GROUPS: tuple[str, ...] = ("GTVn", "LN_CommonIliac", "LN_Pelvic")
 
 
 def _key(name: str) -> str:

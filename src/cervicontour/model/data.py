@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,32 @@ from cervicontour.preprocess import Plan, prepare_case
 
 @dataclass(frozen=True)
 class CaseArrays:
-    """One labelled case on the working grid: ``image (X, Y, Z)`` float32, ``labels (C, X, Y, Z)`` uint8."""
+    """One labelled case on the working grid: ``image (X, Y, Z)`` float32, ``labels (C, X, Y, Z)`` uint8.
+
+    ``known[c]`` is False when channel ``c`` was not contoured for this patient (see
+    :func:`known_channels`): training leaves it out of the loss instead of learning "empty".
+    """
 
     patient_id: str
     image: np.ndarray
     labels: np.ndarray
     spacing_mm: tuple[float, float, float]
+    known: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.known is None:
+            object.__setattr__(self, "known", np.ones(self.labels.shape[0], bool))
+
+
+def known_channels(case, structures) -> np.ndarray:
+    """Which channels a labelled case defines: present, or absent where absence means "none".
+
+    An absent ``GTVn`` means no pathological node (a known, empty channel); an absent
+    ``LN_ParaAortic`` means the clinician did not include that group (unknown, not empty).
+    """
+    from cervicontour.structures import ABSENT_MEANS_EMPTY
+
+    return np.array([case.has(n) or n in ABSENT_MEANS_EMPTY for n in structures], bool)
 
 
 def _cache_key(case, plan: Plan, structures) -> str:
@@ -43,17 +63,18 @@ def load_arrays(cases, plan: Plan, structures, *, cache_dir: Path | None = None,
     """Prepare labelled cases (image + the ``structures`` as channels), caching each as ``.npz``."""
     out = []
     for case in cases:
+        known = known_channels(case, structures)
         path = None
         if cache_dir is not None:
             path = Path(cache_dir) / f"{case.patient_id}-{_cache_key(case, plan, structures)}.npz"
             if path.is_file():
                 with np.load(path) as z:
-                    out.append(CaseArrays(case.patient_id, z["image"], z["labels"], plan.spacing_mm))
+                    out.append(CaseArrays(case.patient_id, z["image"], z["labels"], plan.spacing_mm, known))
                 if on_case:
                     on_case(case.patient_id)
                 continue
         prepared, labels = prepare_case(case, plan, structures)
-        item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm)
+        item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm, known)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -104,14 +125,15 @@ def sample_batch(
     *,
     fg_oversample: float,
     pad_value: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One batch: ``images (B, 1, *patch)`` float32 and ``labels (B, C, *patch)`` uint8.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch: ``images (B, 1, *patch)`` float32, ``labels (B, C, *patch)`` uint8 and
+    ``known (B, C)`` bool (which channels each sample's patient defines).
 
     A patch is centred on a random foreground voxel of a random present structure with
     probability ``fg_oversample``, else anywhere in the volume (nnU-Net's scheme).
     """
     size = np.asarray(patch_size)
-    images, labels = [], []
+    images, labels, known = [], [], []
     for _ in range(batch_size):
         item = data[int(rng.integers(len(data)))]
         shape = np.asarray(item.image.shape)
@@ -127,4 +149,5 @@ def sample_batch(
         start = np.where(shape >= size, np.clip(start, 0, shape - size), (shape - size) // 2)
         images.append(crop_patch(item.image, start, size, pad_value)[None])
         labels.append(crop_patch(item.labels, start, size, 0))
-    return np.stack(images), np.stack(labels)
+        known.append(item.known)
+    return np.stack(images), np.stack(labels), np.stack(known)

@@ -215,7 +215,7 @@ def train(
             stopped_by_time = True
             break
         rng = np.random.default_rng([config.seed, step, rank])
-        images, labels = _batch(train_data, plan, config, rng, pad_value, device)
+        images, labels, known = _batch(train_data, plan, config, rng, pad_value, device)
         lr_scale = (1 - step / config.steps) ** 0.9
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_scale
@@ -223,7 +223,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=use_amp):
             logits = model(images)
-        loss, dice_l, bce_l = loss_fn(logits.float(), labels)
+        loss, dice_l, bce_l = loss_fn(logits.float(), labels, known)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -311,27 +311,37 @@ def _batch(data, plan: Plan, config: TrainConfig, rng, pad_value: float, device:
     from cervicontour.model.augment import augment_batch
     from cervicontour.model.data import sample_batch
 
-    images, labels = sample_batch(data, plan.patch_size, config.batch_size, rng, fg_oversample=config.fg_oversample, pad_value=pad_value)
+    images, labels, known = sample_batch(data, plan.patch_size, config.batch_size, rng, fg_oversample=config.fg_oversample, pad_value=pad_value)
     images_t, labels_t = augment_batch(torch.from_numpy(images), torch.from_numpy(labels).float(), rng, config.augmentation, plan.spacing_mm)
     if device == "cpu":
         images_t = images_t.contiguous(memory_format=torch.channels_last_3d)
-    return images_t.to(device), labels_t.to(device)
+    return images_t.to(device), labels_t.to(device), torch.from_numpy(known).to(device)
 
 
 def _loss():
-    """Soft Dice + binary cross-entropy, equally weighted (see :func:`soft_dice_loss`)."""
+    """Soft Dice + binary cross-entropy, equally weighted (see :func:`soft_dice_loss`).
+
+    ``known (B, C)`` (optional) leaves a sample's channel out of both terms when that patient's
+    structure was not contoured (partial labels, e.g. no para-aortic nodes in this CTVn).
+    """
     import torch
 
     bce = torch.nn.BCEWithLogitsLoss()
 
-    def loss(logits, target):
-        d, b = soft_dice_loss(logits, target), bce(logits, target)
+    def loss(logits, target, known=None):
+        if known is None or bool(known.all()):
+            d, b = soft_dice_loss(logits, target), bce(logits, target)
+        else:
+            weight = known[(..., *([None] * (logits.ndim - 2)))].to(logits.dtype).expand_as(logits)
+            d = soft_dice_loss(logits, target, known=known)
+            per_voxel = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            b = (per_voxel * weight).sum() / weight.sum().clamp_min(1)
         return d + b, d.detach(), b.detach()
 
     return loss
 
 
-def soft_dice_loss(logits, target, *, smooth: float = 1e-5):
+def soft_dice_loss(logits, target, *, smooth: float = 1e-5, known=None):
     """Batch soft Dice loss on sigmoid probabilities, averaged over channels.
 
     Per channel ``c``: ``1 - (2 Σ p t + s) / (Σ p + Σ t + s)`` with sums over the batch and all
@@ -341,14 +351,23 @@ def soft_dice_loss(logits, target, *, smooth: float = 1e-5):
 
     Args:
         logits: ``(B, C, X, Y, Z)``; target: same shape, {0, 1}.
+        known: optional ``(B, C)`` bool: the sums skip samples whose channel is unknown, and a
+            channel unknown in the whole batch is left out of the mean.
     """
     import torch
 
     p = torch.sigmoid(logits)
     dims = [0, *range(2, p.ndim)]
-    intersection = (p * target).sum(dims)
-    denominator = p.sum(dims) + target.sum(dims)
-    return (1 - (2 * intersection + smooth) / (denominator + smooth)).mean()
+    if known is None:
+        intersection = (p * target).sum(dims)
+        denominator = p.sum(dims) + target.sum(dims)
+        return (1 - (2 * intersection + smooth) / (denominator + smooth)).mean()
+    w = known[(..., *([None] * (p.ndim - 2)))].to(p.dtype)
+    intersection = (p * target * w).sum(dims)
+    denominator = (p * w).sum(dims) + (target * w).sum(dims)
+    per_channel = 1 - (2 * intersection + smooth) / (denominator + smooth)
+    channels = known.any(0)
+    return per_channel[channels].mean() if bool(channels.any()) else per_channel.sum() * 0
 
 
 def _save_checkpoint(run_dir: Path, network, optimizer, scaler, step: int, seconds: float) -> None:
@@ -376,6 +395,8 @@ def validate(network, val_data, plan: Plan, *, device: str, pad_value: float) ->
     for item in val_data:
         probs = predict_probabilities(network, item.image, plan.patch_size, pad_value=pad_value, device=device)
         for c, name in enumerate(plan.structures):
+            if not item.known[c]:
+                continue  # not contoured for this patient: nothing to score against
             ref = item.labels[c]
             pred = (probs[c] >= 0.5).astype(np.uint8)
             if not ref.any() and not pred.any():

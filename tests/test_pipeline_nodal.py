@@ -1,0 +1,105 @@
+"""A model that predicts the nodal groups: CTVn is composed at predict time from the groups the
+clinician chose (para-aortic nodes are a per-patient decision the CT does not show).
+
+The 'network' is hand-made: each output channel fires on one intensity band, so the right masks
+are known by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cervicontour.preprocess import Normalization, Plan
+from cervicontour.volume import Volume
+
+torch = pytest.importorskip("torch")
+
+GROUPS = ("LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic", "CTVp")
+BAND_HU = {"LN_Pelvic": 200, "LN_CommonIliac": 400, "LN_ParaAortic": 600, "CTVp": 800}
+
+
+class BandNet(torch.nn.Module):
+    """Channel c: logit +20 where the normalised input (HU / 100) is within 0.5 of its band, else -20."""
+
+    def forward(self, x):
+        return torch.cat([((x - BAND_HU[n] / 100).abs() < 0.5).float() * 40 - 20 for n in GROUPS], dim=1)
+
+
+def _model():
+    from cervicontour.model.bundle import Model
+
+    plan = Plan(GROUPS, (2.0, 2.0, 3.0), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
+    return Model(BandNet(), plan, {}, "bands", "test", "-")
+
+
+def _image():
+    hu = np.full((32, 20, 12), -1000, np.int16)
+    hu[2:30, 2:18, 1:11] = 0
+    hu[6:12, 6:12, 3:8] = BAND_HU["LN_Pelvic"]  # three touching blocks along i: one connected CTVn
+    hu[12:16, 6:12, 3:8] = BAND_HU["LN_CommonIliac"]
+    hu[16:24, 6:12, 3:8] = BAND_HU["LN_ParaAortic"]
+    hu[25:28, 6:9, 3:6] = BAND_HU["CTVp"]
+    return Volume(hu, (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+
+
+def _box(i0, i1):
+    m = np.zeros((32, 20, 12), np.uint8)
+    m[i0:i1, 6:12, 3:8] = 1
+    return m
+
+
+def test_default_groups_stop_at_the_common_iliac_nodes():
+    from cervicontour.pipeline import predict_case
+
+    result = predict_case(_image(), _model())
+    np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 16))
+    assert result.composed == {"CTVn": ["LN_CommonIliac", "LN_Pelvic"]}  # GTVn is not predicted by this model
+    # the para-aortic group is still drafted (for the reviewer to add), outside CTVn
+    np.testing.assert_array_equal(result.masks["LN_ParaAortic"].array, _box(16, 24))
+    assert result.masks["CTVn"].array.sum() * 2 * 2 * 3 / 1000 == pytest.approx(result.structures["CTVn"]["volume_cc"])
+
+
+def test_para_aortic_extension_adds_its_group():
+    from cervicontour.pipeline import predict_case
+
+    result = predict_case(_image(), _model(), nodal_groups=["LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic"])
+    np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 24))
+    np.testing.assert_array_equal(result.masks["LN_Pelvic"].array, _box(6, 12))
+    np.testing.assert_array_equal(result.masks["CTVp"].array[25:28, 6:9, 3:6], 1)
+
+
+def test_unknown_or_unpredicted_groups_are_refused():
+    from cervicontour.errors import InputError
+    from cervicontour.pipeline import predict_case
+
+    with pytest.raises(InputError, match="none of the nodal groups"):
+        predict_case(_image(), _model(), nodal_groups=["GTVn"])
+    with pytest.raises(InputError, match="must be among"):
+        predict_case(_image(), _model(), nodal_groups=["Bladder"])
+
+
+def test_reference_groups_follow_each_cases_contours(tmp_path):
+    """predict(..., nodal_groups='reference') on a labelled cohort: a patient whose reference has
+    LN_ParaAortic gets it in CTVn, one without does not; the choice is recorded."""
+    from cervicontour.cohort import write_case
+    from cervicontour.pipeline import predict
+
+    image = _image()
+    ref = image.with_array(_box(6, 12))
+    write_case(tmp_path / "c", "PA", image, {"LN_Pelvic": ref, "LN_CommonIliac": ref, "LN_ParaAortic": ref})
+    write_case(tmp_path / "c", "NOPA", image, {"LN_Pelvic": ref, "LN_CommonIliac": ref})
+    from unittest import mock
+
+    records = {}
+    # BandNet cannot be saved as a model file: hand predict() the in-memory model
+    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+        for path_json in predict(tmp_path / "c", tmp_path / "out", model="bands", all_cases=True, nodal_groups="reference"):
+            record = json.loads(path_json.read_text())
+            records[record["patient_id"]] = record["composed"]["CTVn"]
+    assert records == {"PA": ["LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"], "NOPA": ["LN_CommonIliac", "LN_Pelvic"]}
+    from cervicontour.io import read_nifti
+
+    assert read_nifti(tmp_path / "out" / "PA" / "structures" / "CTVn.nii.gz").array.sum() == _box(6, 24).sum()
+    assert read_nifti(tmp_path / "out" / "NOPA" / "structures" / "CTVn.nii.gz").array.sum() == _box(6, 16).sum()
