@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,dicom,model,nnunet]" -c constraints.txt
+	$(PY) -m pip install --quiet -e ".[dev,dicom,model,nnunet,astra]" -c constraints.txt
 	touch $@
 
 install: $(VENV)/.installed review-assets

@@ -167,10 +167,17 @@ def write_card(record: dict) -> None:
         pre=meta["pretrain"], fine=meta["finetune"], table="\n".join(rows), test=record["test_cohort"],
         seconds=record["predict_seconds_total"], shipped=meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
+        task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
 
+
+TASK_DIRECT = "five overlapping structures, one sigmoid channel each — Bladder, Anorectum, CTVn, CTVp, Parametrium."
+TASK_NODAL = """eight overlapping sigmoid channels — Bladder, Anorectum, CTVp, Parametrium and the CTVn parts
+  GTVn, LN_CommonIliac, LN_Pelvic, LN_ParaAortic. `predict` composes CTVn from the nodal groups the clinician
+  chooses (default GTVn + common iliac + pelvic; `--para-aortic` adds the para-aortic group; the review page
+  recomposes it), because extending the field to the para-aortic nodes is a clinical decision the CT does not show."""
 
 CARD = """# Model card: cervicontour-default 0.1.0
 
@@ -179,7 +186,7 @@ structures; it exists so that `cervicontour predict` and `make demo` work out of
 starting point for fine-tuning on real hospital data.
 
 ## What it is
-- Task: five overlapping structures, one sigmoid channel each — Bladder, Anorectum, CTVn, CTVp, Parametrium.
+- Task: {task}
 - Network: nnU-Net's `PlainConvUNet` (dynamic-network-architectures), preset `cpu-small`,
   {params:,} parameters, stored as float16 ({size_mb:.2f} MB).
 - Preprocessing (plan.json inside model.pt): LPS reorientation, body crop (HU > {plan.body_threshold_hu:g}),
@@ -193,6 +200,7 @@ starting point for fine-tuning on real hospital data.
 |---|---|---|
 | source pretraining: 35 anatomy labels + Bladder | `synth --size small --seed 1001` | 40 |
 | target fine-tuning (80 % train / 20 % validation, fold 0 of 5) | `synth --size small --seed 2002` | 20 |
+| (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |
 | test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
@@ -200,7 +208,7 @@ Made by `python benchmarks/train_default_model.py` (source pretraining {pre[step
 2 shared CPU cores).
 Fine-tune config sha256 `{config}`.
 
-## Metrics on the synthetic test cohort (seed {test[seed]}, input grid, rules enforced)
+## Metrics on the synthetic test cohort (seed {test[seed]}, input grid, rules enforced; CTVn {composition})
 | structure | Dice mean | Dice median [IQR] | HD95 mean (mm) | HD95 median (mm) |
 |---|---|---|---|---|
 {table}

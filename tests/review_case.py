@@ -2,7 +2,8 @@
 
 The sub-structures the phantom was drawn with are copied beside the drafts
 (``structures/sub``), as a clinician's planning system would provide them, so CTVn / CTVp can be
-composed from their parts.
+composed from their parts; the model's own drafts of the nodal groups (also in ``structures/sub``)
+are kept.
 """
 
 from __future__ import annotations
@@ -22,5 +23,8 @@ def make_predict_output(root: Path) -> Path:
     for case in out.iterdir():
         sub = Path(cohort) / case.name / "structures" / "sub"
         if sub.is_dir():
-            shutil.copytree(sub, case / "structures" / "sub")
+            (case / "structures" / "sub").mkdir(exist_ok=True)
+            for part in sub.iterdir():
+                if not (case / "structures" / "sub" / part.name).exists():
+                    shutil.copy2(part, case / "structures" / "sub" / part.name)
     return out

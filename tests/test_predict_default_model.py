@@ -32,7 +32,8 @@ def test_default_model_is_small_and_has_a_card_naming_its_data(default_model):
     from cervicontour.model import load_model
 
     model = load_model("default")
-    assert model.structures == ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium")
+    # CTVn is composed at predict time from the nodal groups the clinician chooses
+    assert model.structures == ("Bladder", "Anorectum", "CTVp", "Parametrium", "GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
     assert model.meta["data"]["test"]["seed"] not in (model.meta["data"]["source"]["seed"], model.meta["data"]["target"]["seed"])
 
 
@@ -50,5 +51,13 @@ def test_predict_a_nifti_out_of_the_box(default_model, tmp_path):
     record = json.loads((tmp_path / "o" / "ct" / "prediction.json").read_text())
     assert record["model"]["name"] == "cervicontour-default"
     image = read_nifti(ct)
-    for name in record["model"]["structures"]:
-        assert read_nifti(tmp_path / "o" / "ct" / "structures" / f"{name}.nii.gz").same_grid(image)
+    folder = tmp_path / "o" / "ct" / "structures"
+    for name in ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium"):
+        assert read_nifti(folder / f"{name}.nii.gz").same_grid(image)
+    # CTVn = the default groups (no para-aortic extension unless asked for); each group lies inside it
+    assert record["composed"] == {"CTVn": ["GTVn", "LN_CommonIliac", "LN_Pelvic"]}
+    ctvn = read_nifti(folder / "CTVn.nii.gz").array > 0
+    for group in record["composed"]["CTVn"]:
+        part = read_nifti(folder / "sub" / f"{group}.nii.gz")
+        assert part.same_grid(image) and not (part.array.astype(bool) & ~ctvn).any()
+    assert read_nifti(folder / "sub" / "LN_ParaAortic.nii.gz").same_grid(image)  # drafted for the reviewer

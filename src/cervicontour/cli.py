@@ -454,6 +454,10 @@ def predict(
             console.print(f"  report: {html}", highlight=False)
 
 
+from cervicontour.baselines.cli import app as baseline_app  # noqa: E402 (typer-only imports)
+
+app.add_typer(baseline_app, name="baseline")
+
 rtstruct_app = typer.Typer(no_args_is_help=True, help="DICOM RT Structure Sets: export drafts for planning, import a clinic's contours.")
 app.add_typer(rtstruct_app, name="rtstruct")
 

@@ -1,0 +1,10 @@
+"""Baselines the engine is compared with, on the same cases, metrics and CPU budget.
+
+* :mod:`.nnunet` — nnU-Net v2 (region-based export of overlapping structures, import, run).
+* :mod:`.totalseg` — TotalSegmentator: zero-shot Bladder and a guideline (rule-based) CTVn.
+* :mod:`.universeg` — a UniverSeg-style 2D in-context segmenter.
+* :mod:`.atlas` — multi-atlas registration with majority vote / STAPLE fusion.
+
+Each has a thin Typer front end in ``<name>_cli.py``; :mod:`.cli` gathers them under
+``cervicontour baseline``.
+"""
