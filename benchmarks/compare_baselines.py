@@ -109,7 +109,7 @@ def run_default(test_dir: Path, work: Path) -> list[dict]:
     meta = model.meta
     train_s = sum(float((meta.get(k) or {}).get("seconds") or 0) for k in ("pretrain", "finetune", "finetune_first"))
     return [{"method": "ours default (shipped)", "pred": pred, "train_s": train_s, "infer_s_per_case": infer,
-             "notes": "packaged model; its training (pretrain + fine-tune on the same 20 train patients) is longer than the budget"}]  # fmt: skip
+             "notes": "packaged model; its training (pretraining + fine-tuning on seed 2002, made by an earlier phantom generator version) is longer than the budget"}]  # fmt: skip
 
 
 def nnunet_probe(train_dir: Path, test_dir: Path, work: Path) -> float:
@@ -226,8 +226,15 @@ def table(results: list[dict]) -> str:
         cells = []
         for s in PRIMARY:
             m = r["structures"].get(s)
-            cells.append("—" if m is None else f"{m['dice_mean']:.3f} / {m['hd95_mm_mean']:.1f} / {m['apl_mm_mean']:.0f}")
+            if m is None:
+                cells.append("—")
+                continue
+            # HD95 is infinite where one side is empty: "∞" when every case is, else the finite mean (+ count)
+            hd = "∞" if m["hd95_infinite"] == m["n"] else f"{m['hd95_mm_mean']:.1f}" + (f" ({m['hd95_infinite']}×∞)" if m["hd95_infinite"] else "")
+            cells.append(f"{m['dice_mean']:.3f} / {hd} / {m['apl_mm_mean']:.0f}")
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['train_s']:.0f} | {r['infer_s_per_case']:.1f} |")
+    lines.append("")
+    lines += [f"- **{r['method']}**: {r['notes'].split('; timings')[0]}" for r in results]
     return "\n".join(lines)
 
 
@@ -245,15 +252,17 @@ def figure(results: list[dict], path: Path) -> None:
         hd = [r["structures"].get(s, {}).get("hd95_mm_mean", np.nan) for s in PRIMARY]
         axes[0].bar(x + i * width, dice, width, label=r["method"])
         axes[1].bar(x + i * width, hd, width, label=r["method"])
-    for ax, title in zip(axes, ("mean Dice (higher is better)", "mean HD95 mm (lower is better)")):
+    axes[1].set_yscale("log")
+    for ax, title in zip(axes, ("mean Dice (higher is better)", "mean HD95 mm, log scale (lower is better; no bar: every case empty or not predicted)")):
         ax.set_xticks(x + 0.4 - width / 2, PRIMARY)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].axhline(0.9, color="k", lw=0.8, ls="--")
     axes[1].axhline(5.0, color="k", lw=0.8, ls="--")
-    axes[1].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle("Synthetic phantom test cohort (seed 3003, 10 patients) — train: 20 patients (seed 2002)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
 
 
@@ -269,7 +278,12 @@ def main() -> None:
     parser.add_argument("--universeg-k", type=int, default=4, help="support size (inference cost grows with K: ~0.5 s per slice per structure at K=4 here)")
     parser.add_argument("--nnunet-s-per-iteration", type=float, default=None, help="skip the probe and assume this cost")
     parser.add_argument("--only", default=None, help="comma list of: default,scratch,transfer,nnunet,atlas,universeg,totalseg")
+    parser.add_argument("--render-only", action="store_true", help="re-write the table and figure from the saved JSON (no new measurement)")
     args = parser.parse_args()
+    if args.render_only:
+        record = json.loads((RESULTS / "compare_baselines.json").read_text())
+        write_outputs(record, "compare_baselines")
+        return
     torch.set_num_threads(2)
     budget_s = args.budget_minutes * 60
     work = args.work
@@ -314,9 +328,16 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "compare_baselines" if not args.only else "compare_baselines_partial"
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2, default=float))
-    md = table(results)
-    (RESULTS / f"{name}.md").write_text(f"Synthetic data ({record['data']}); budget {args.budget_minutes} min per trained method.\n\n{md}\n")
-    figure(results, RESULTS / f"{name}.png")
+    write_outputs(record, name)
+
+
+def write_outputs(record: dict, name: str) -> None:
+    md = table(record["results"])
+    (RESULTS / f"{name}.md").write_text(
+        f"Synthetic data ({record['data']}); budget {record['budget_minutes']} min per trained method; "
+        f"{record['machine']}; measured {record['date']} in one run of {record['wall_s']:.0f} s.\n\n{md}\n"
+    )
+    figure(record["results"], RESULTS / f"{name}.png")
     print(md)
 
 

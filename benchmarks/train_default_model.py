@@ -203,6 +203,10 @@ starting point for fine-tuning on real hospital data.
 | (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |
 | test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
 
+The source and target cohorts were written by an earlier version of `cervicontour.synth` (before later
+phantom refinements; the same seeds now give slightly different phantoms); the test cohort is made by
+the current generator, as a user re-running `synth --seed {test[seed]}` gets it.
+
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};
 2 shared CPU cores).
