@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "pretrain", "finetune", "continue", "nodal", "candidate", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
     parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the best of finetune/finetune_continued")
     parser.add_argument("--continue-steps", type=int, default=0, help="then continue the fine-tune for N steps at lr 1e-3 (0: no)")
@@ -93,6 +93,13 @@ def main() -> None:
         run = work / "finetune_nodal"
         config = TrainConfig(structures=NODAL, steps=args.nodal_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
         train(cohort(work, "target"), run, config, init=pre_run, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
+        return
+    if args.stage == "nodal-continue":  # same seed as the nodal fine-tune: the same train/validation split
+        run = work / "finetune_nodal_continued"
+        config = TrainConfig(structures=NODAL, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads)
+        train(cohort(work, "target"), run, config, init=work / "finetune_nodal", resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
+        scores = {r.name: json.loads((r / "run.json").read_text())["validation"]["mean_dice"] for r in (work / "finetune_nodal", run)}
+        print("validation mean Dice (never the test set):", {k: round(v, 4) for k, v in scores.items()})
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
         run = work / (args.ship_run or "finetune_nodal")
@@ -245,8 +252,8 @@ def ship(fine_run: Path, pre_run: Path, work: Path) -> None:
         "finetune": {k: fine_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
         "shipped_run": fine_run.name,
     }
-    if fine_run.name == "finetune_continued":
-        first = json.loads((work / "finetune" / "run.json").read_text())
+    if fine_run.name.endswith("_continued"):
+        first = json.loads((work / fine_run.name.removesuffix("_continued") / "run.json").read_text())
         meta["finetune_first"] = {k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")}
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version="0.1.0", config_sha256=model.config_sha256, meta=meta, half=True)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")

@@ -142,6 +142,8 @@ def demo(
     synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False)
     written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True)
     typer.echo(f"predicted {len(written)} patients from their CT alone into {pred_dir}")
+    typer.echo("CTVn: the default nodal groups (no para-aortic extension, a clinical choice the CT does not show); "
+               "patients whose reference CTVn includes para-aortic nodes score lower (`predict --para-aortic`).")
     settings = EvaluationSettings(tolerances_mm=(2.0, 5.0))
     result = _guard(evaluate_cohort, cohort_dir, pred_dir, settings=settings)
     summary = summarize(result.rows, result.metric_columns)
