@@ -47,3 +47,4 @@ def test_case_loads_a_structure_set(small_cohort):
     case = load_cohort(small_cohort)["SYN001"]
     ss = case.load_structure_set(["Bladder", "CTVp"])
     assert ss.names == ["Bladder", "CTVp"] and "StructureSet(Bladder, CTVp" in repr(ss)
+

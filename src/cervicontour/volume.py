@@ -185,6 +185,38 @@ def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
+def lps_axes(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    """How to re-index an array so its axes point L, P, S: ``(order, flips)``.
+
+    ``order[w]`` is the array axis closest to world axis ``w``; after ``np.transpose(a, order)``,
+    the axes in ``flips`` run the wrong way and are flipped. The one place this mapping is derived
+    (:func:`to_lps`, :func:`array_to_lps`, :func:`array_from_lps` use it).
+
+    Raises:
+        ValueError: two world axes share one array axis (a grid more than 45° oblique).
+    """
+    direction = np.asarray(direction, dtype=float)
+    order = tuple(int(np.argmax(np.abs(direction[w, :]))) for w in range(3))
+    if sorted(order) != [0, 1, 2]:
+        raise ValueError(f"cannot map {orientation_code(direction)} onto LPS by permutation")
+    flips = tuple(w for w in range(3) if direction[w, order[w]] < 0)
+    return order, flips  # type: ignore[return-value]
+
+
+def array_to_lps(array: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``array`` (on a grid with ``direction``) indexed [L, P, S]: a view, transposes and flips only."""
+    order, flips = lps_axes(direction)
+    out = np.transpose(array, order)
+    return np.flip(out, axis=flips) if flips else out
+
+
+def array_from_lps(array_lps: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`array_to_lps`: an [L, P, S] array back in the grid's own index order."""
+    order, flips = lps_axes(direction)
+    out = np.flip(array_lps, axis=flips) if flips else array_lps
+    return np.transpose(out, np.argsort(order))
+
+
 def to_lps(volume: Volume) -> Volume:
     """The same voxels re-indexed so the array axes point L, P, S (direction ≈ identity).
 
@@ -192,19 +224,13 @@ def to_lps(volume: Volume) -> Volume:
     their small residual rotation. Use it for display and for code that needs "axis 0 runs
     to the patient's left"; the world position of every voxel is unchanged.
     """
-    direction = volume.direction
-    order = [int(np.argmax(np.abs(direction[w, :]))) for w in range(3)]  # array axis closest to world axis w
-    if sorted(order) != [0, 1, 2]:
-        raise ValueError(f"cannot map {volume.orientation} onto LPS by permutation")
-    array = np.transpose(volume.array, order)
-    new_dir = direction[:, order]
+    order, flips = lps_axes(volume.direction)
+    new_dir = volume.direction[:, list(order)].copy()
     spacing = tuple(volume.spacing_mm[a] for a in order)
-    flips = [w for w in range(3) if new_dir[w, w] < 0]
     corner = np.zeros(3)
     for w in flips:
         corner[order[w]] = volume.shape[order[w]] - 1
-    origin = volume.index_to_world(corner)
-    for w in flips:
-        array = np.flip(array, axis=w)
         new_dir[:, w] = -new_dir[:, w]
+    origin = volume.index_to_world(corner)
+    array = array_to_lps(volume.array, volume.direction)
     return Volume(np.ascontiguousarray(array), spacing, tuple(origin), new_dir, dict(volume.metadata))

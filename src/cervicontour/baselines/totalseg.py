@@ -58,7 +58,13 @@ from cervicontour.baselines.totalseg_labels import (
 )
 from cervicontour.errors import InputError
 from cervicontour.rules.findings import Finding, Severity
-from cervicontour.volume import Volume, is_oblique
+from cervicontour.volume import (
+    Volume,
+    array_from_lps,
+    array_to_lps,
+    is_oblique,
+    lps_axes,
+)
 
 __all__ = [
     "PHANTOM_TO_TOTALSEG",
@@ -98,13 +104,6 @@ class BaselineResult:
 
 
 # -------------------------------------------------------------------------------------- the rule
-def _lps_axes(direction: np.ndarray) -> tuple[list[int], list[bool]]:
-    order = [int(np.argmax(np.abs(direction[w, :]))) for w in range(3)]
-    if sorted(order) != [0, 1, 2]:
-        raise InputError("cannot map the grid's axes onto the patient's LR/AP/SI axes; resample the CT axially")
-    return order, [bool(direction[w, order[w]] < 0) for w in range(3)]
-
-
 def presacral_strip(labels: TotalSegLabels, *, depth_mm: float = PRESACRAL_MM) -> tuple[np.ndarray, dict]:
     """The presacral strip (see the module docstring) and how it was placed.
 
@@ -118,15 +117,16 @@ def presacral_strip(labels: TotalSegLabels, *, depth_mm: float = PRESACRAL_MM) -
     info: dict = {"depth_mm": depth_mm, "levels": None}
     if not sacral.any():
         return empty, info
-    order, flips = _lps_axes(ref.direction)
-    flipped = [w for w in range(3) if flips[w]]
+    try:
+        order, _ = lps_axes(ref.direction)
+    except ValueError:
+        raise InputError("cannot map the grid's axes onto the patient's LR/AP/SI axes; resample the CT axially") from None
 
     def to_lps(a: np.ndarray) -> np.ndarray:
-        a = np.transpose(a, order)
-        return np.flip(a, flipped) if flipped else a
+        return array_to_lps(a, ref.direction)
 
     def from_lps(a: np.ndarray) -> np.ndarray:
-        return np.transpose(np.flip(a, flipped) if flipped else a, np.argsort(order))
+        return array_from_lps(a, ref.direction)
 
     bone, s1 = to_lps(sacral), to_lps(labels.masks.get("vertebrae_S1", empty))
     k_sacral = np.flatnonzero(bone.any(axis=(0, 1)))

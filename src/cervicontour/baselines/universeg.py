@@ -44,7 +44,7 @@ from torch import nn
 
 from cervicontour.errors import InputError
 from cervicontour.structures import PRIMARY, canonical_name
-from cervicontour.volume import Volume
+from cervicontour.volume import Volume, array_from_lps, array_to_lps
 
 #: In-plane size the network works at (pixels).
 SIZE_PX = 128
@@ -272,28 +272,17 @@ def load_model(path: str | os.PathLike | None, *, strict: bool = True) -> tuple[
 
 
 # --------------------------------------------------------------------------- slices and geometry
-def lps_plan(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, ...]]:
-    """``(order, flips)`` that re-index an array to L, P, S axes (as :func:`~cervicontour.volume.to_lps`)."""
-    direction = np.asarray(direction, dtype=float)
-    order = tuple(int(np.argmax(np.abs(direction[w, :]))) for w in range(3))
-    if sorted(order) != [0, 1, 2]:
-        raise InputError(f"cannot map direction\n{direction}\nonto LPS axes by permutation")
-    flips = tuple(w for w in range(3) if direction[w, order[w]] < 0)
-    return order, flips  # type: ignore[return-value]
-
-
 def to_lps_array(volume: Volume) -> np.ndarray:
     """The volume's array indexed [L, P, S] (a view: transposes and flips only)."""
-    order, flips = lps_plan(volume.direction)
-    array = np.transpose(volume.array, order)
-    return np.flip(array, axis=flips) if flips else array
+    try:
+        return array_to_lps(volume.array, volume.direction)
+    except ValueError as exc:
+        raise InputError(f"{exc}; resample the CT onto an axial grid first") from None
 
 
 def from_lps_array(array_lps: np.ndarray, like: Volume) -> np.ndarray:
     """Inverse of :func:`to_lps_array`: an [L, P, S] array back in ``like``'s index order."""
-    order, flips = lps_plan(like.direction)
-    array = np.flip(array_lps, axis=flips) if flips else array_lps
-    return np.ascontiguousarray(np.transpose(array, np.argsort(order)))
+    return np.ascontiguousarray(array_from_lps(array_lps, like.direction))
 
 
 def normalise_ct(array_hu: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cervicontour.volume import Volume, to_lps
+from cervicontour.volume import Volume, lps_axes, to_lps
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,8 @@ class WorkingGrid:
 
 
 def _reorient(image: Volume) -> tuple[Volume, tuple[int, int, int], tuple[int, ...]]:
-    direction = image.direction
-    order = tuple(int(np.argmax(np.abs(direction[w, :]))) for w in range(3))
-    lps = to_lps(image)
-    flips = tuple(w for w in range(3) if direction[w, order[w]] < 0)
-    return lps, order, flips  # type: ignore[return-value]
+    order, flips = lps_axes(image.direction)
+    return to_lps(image), order, flips
 
 
 def body_box(array: np.ndarray, spacing_mm, *, threshold_hu: float, margin_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
