@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cervicontour.structures import NODAL_OUTPUTS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-NODAL = ("Bladder", "Anorectum", "CTVp", "Parametrium", "GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
 PRIMARY = ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium")
 
 
@@ -71,7 +72,7 @@ def ours_steps(train_dir: Path, work: Path, budget_s: float) -> tuple[int, float
     """Steps that fit the budget: a 12-step probe measures seconds per step (data loading excluded)."""
     from cervicontour.model import TrainConfig, train
 
-    probe = train(train_dir, fresh(work / "probe"), TrainConfig(structures=NODAL, steps=12, folds=1, seed=0, threads=2, checkpoint_every=1000))
+    probe = train(train_dir, fresh(work / "probe"), TrainConfig(structures=NODAL_OUTPUTS, steps=12, folds=1, seed=0, threads=2, checkpoint_every=1000))
     # the first steps pay one-off costs (allocation); the probe is pessimistic by a few percent
     per_step = probe.seconds / 12
     return max(int(budget_s / per_step), 20), per_step
@@ -83,7 +84,7 @@ def run_ours(name: str, train_dir: Path, test_dir: Path, work: Path, steps: int,
 
     run = fresh(work / name) / "run"
     t = time.perf_counter()
-    train(train_dir, run, TrainConfig(structures=NODAL, steps=steps, folds=1, seed=0, threads=2, checkpoint_every=100), init=init)
+    train(train_dir, run, TrainConfig(structures=NODAL_OUTPUTS, steps=steps, folds=1, seed=0, threads=2, checkpoint_every=100), init=init)
     train_s = time.perf_counter() - t
     rows = []
     for label, groups in (("reference nodal groups", "reference"), ("default groups, blind", None)):
@@ -144,7 +145,11 @@ def run_nnunet(train_dir: Path, test_dir: Path, work: Path, budget_s: float, s_p
 
 def run_atlas(train_dir: Path, test_dir: Path, work: Path, k: int) -> list[dict]:
     """One registration set per target, fused twice (majority vote and STAPLE)."""
-    from cervicontour.baselines.atlas import load_atlases, predict_case, write_prediction
+    from cervicontour.baselines.atlas import (
+        load_atlases,
+        predict_case,
+        write_prediction,
+    )
     from cervicontour.cohort import load_cohort
 
     atlases = load_atlases(train_dir, list(PRIMARY))

@@ -28,11 +28,10 @@ import shutil
 import time
 from pathlib import Path
 
+from cervicontour.structures import NODAL_OUTPUTS
+
 ROOT = Path(__file__).resolve().parents[1]
 COHORTS = {"source": (40, 1001), "target": (20, 2002), "test": (10, 3003)}
-#: The nodal-group model's channels: CTVn is composed from its groups at predict time (the
-#: para-aortic group is a per-patient clinical choice, learnt only from patients who have it).
-NODAL = ("Bladder", "Anorectum", "CTVp", "Parametrium", "GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
 
 
 def cohort(work: Path, name: str) -> Path:
@@ -91,12 +90,12 @@ def main() -> None:
         train(cohort(work, "target"), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
     if args.stage == "nodal":
         run = work / "finetune_nodal"
-        config = TrainConfig(structures=NODAL, steps=args.nodal_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
+        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
         train(cohort(work, "target"), run, config, init=pre_run, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
         return
     if args.stage == "nodal-continue":  # same seed as the nodal fine-tune: the same train/validation split
         run = work / "finetune_nodal_continued"
-        config = TrainConfig(structures=NODAL, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads)
+        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads)
         train(cohort(work, "target"), run, config, init=work / "finetune_nodal", resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
         scores = {r.name: json.loads((r / "run.json").read_text())["validation"]["mean_dice"] for r in (work / "finetune_nodal", run)}
         print("validation mean Dice (never the test set):", {k: round(v, 4) for k, v in scores.items()})

@@ -76,7 +76,7 @@ def test_unknown_or_unpredicted_groups_are_refused():
 
     with pytest.raises(InputError, match="none of the nodal groups"):
         predict_case(_image(), _model(), nodal_groups=["GTVn"])
-    with pytest.raises(InputError, match="must be among"):
+    with pytest.raises(InputError, match="not a part of CTVn"):
         predict_case(_image(), _model(), nodal_groups=["Bladder"])
 
 

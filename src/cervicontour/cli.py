@@ -425,9 +425,8 @@ def predict(
             _fail("--para-aortic and --nodal-groups reference contradict each other: the reference decides")
         groups = "reference"
     elif nodal_groups is not None or para_aortic:
-        groups = [g.strip() for g in (nodal_groups or ",".join(DEFAULT_NODAL_GROUPS)).split(",") if g.strip()]
-        if para_aortic and "LN_ParaAortic" not in groups:
-            groups.append("LN_ParaAortic")
+        # parsed, canonicalised and de-duplicated by postprocess.compose.parse_parts in the pipeline
+        groups = [*(nodal_groups.split(",") if nodal_groups else DEFAULT_NODAL_GROUPS), *(["LN_ParaAortic"] if para_aortic else [])]
     with Progress(transient=True) as progress:
         task = progress.add_task("predicting cases", total=len(cases))
         written = _guard(

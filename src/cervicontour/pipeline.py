@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
+from cervicontour.structures import COMPOUND
 from cervicontour.volume import Volume
 
 #: Sliding-window overlap at inference (training validation uses 0.5): 0.3 needs ~40 % fewer windows
@@ -103,7 +104,7 @@ def predict_case(
     clock.lap("resample_back")
     # 4. postprocess: the clinicians' rules, with every change reported (on the composed targets;
     #    the parts follow their target below)
-    parts = set(_CTVN_PARTS) & set(names) if composed else set()
+    parts = set(COMPOUND["CTVn"]) & set(names) if composed else set()
     ruled = {n: v for n, v in probabilities.items() if n not in parts}
     enforced = enforce(ruled, rules=rules) if values.size else None
     clock.lap("rules")
@@ -134,21 +135,16 @@ def predict_case(
     return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept, composed)
 
 
-_CTVN_PARTS = ("GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
-
-
 def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_groups: Sequence[str] | None):
     """Add CTVn = voxel-wise max of the chosen nodal-group probabilities when the model predicts
     the groups but not CTVn itself (max of probabilities = union of the thresholded masks)."""
-    from cervicontour.structures import DEFAULT_NODAL_GROUPS, canonical_name
+    from cervicontour.postprocess.compose import parse_parts
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS
 
-    predicted = [n for n in structures if n in _CTVN_PARTS]
+    predicted = [n for n in structures if n in COMPOUND["CTVn"]]
     if "CTVn" in structures or not predicted:
         return structures, working, {}
-    chosen = tuple(canonical_name(n) for n in (DEFAULT_NODAL_GROUPS if nodal_groups is None else nodal_groups))
-    unknown = [n for n in chosen if n not in _CTVN_PARTS]
-    if unknown:
-        raise InputError(f"nodal groups must be among {', '.join(_CTVN_PARTS)}; got {', '.join(unknown)}")
+    chosen = parse_parts("CTVn", DEFAULT_NODAL_GROUPS if nodal_groups is None else nodal_groups)
     use = [n for n in chosen if n in predicted]
     if not use:
         raise InputError(f"none of the nodal groups {', '.join(chosen)} is predicted by this model (it predicts {', '.join(predicted)})")
@@ -274,7 +270,7 @@ def predict(
         read_s = time.perf_counter() - t_case
         groups = nodal_groups
         if nodal_groups == "reference":
-            groups = [n for n in _CTVN_PARTS if n in case.structures]
+            groups = [n for n in COMPOUND["CTVn"] if n in case.structures]
             if not groups:
                 raise InputError(f"{case.source}: --nodal-groups reference needs the case's reference LN_* contours; it has none")
         result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)

@@ -110,6 +110,9 @@ COMPOUND: dict[str, tuple[str, ...]] = {
 ABSENT_MEANS_EMPTY: frozenset[str] = frozenset({"GTVp", "GTVn"})
 #: The nodal groups a CTVn is composed of by default (the para-aortic group is a per-patient choice).
 DEFAULT_NODAL_GROUPS: tuple[str, ...] = ("GTVn", "LN_CommonIliac", "LN_Pelvic")
+#: The outputs of a model whose CTVn is composed at predict time: the other four primary structures
+#: and every CTVn part (the shipped default model's channels).
+NODAL_OUTPUTS: tuple[str, ...] = ("Bladder", "Anorectum", "CTVp", "Parametrium", *COMPOUND["CTVn"])
 
 
 def _key(name: str) -> str:
