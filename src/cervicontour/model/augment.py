@@ -2,7 +2,7 @@
 (gamma, noise, brightness, contrast, low-resolution simulation).
 
 Each sample draws its own parameters from a ``numpy`` generator the caller seeds, so augmentation
-is reproducible step by step. Labels are warped with the image (linear, then ≥ 0.5).
+is reproducible step by step. Labels are warped with the image (linear, then ≥ 0.5 unless soft).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ def _rotation(angles) -> np.ndarray:
 
 
 def augment_batch(
-    images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, aug: Augmentation, spacing_mm
+    images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, aug: Augmentation, spacing_mm, *, soft: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment ``images (B, 1, X, Y, Z)`` float and ``labels (B, C, X, Y, Z)`` float {0, 1}.
+    """Augment ``images (B, 1, X, Y, Z)`` float and ``labels (B, C, X, Y, Z)`` float in [0, 1].
 
     Returns new tensors (inputs are not modified). Rotation is mostly about the cranio-caudal
-    axis (full angle) with a third of it about the other two, in physical (mm) space.
+    axis (full angle) with a third of it about the other two, in physical (mm) space. Warped
+    labels are thresholded at 0.5 unless ``soft`` (partial-volume targets stay fractions).
     """
     out_i, out_l = [], []
     spacing = np.asarray(spacing_mm, float)
@@ -48,7 +49,7 @@ def augment_batch(
         elastic = rng.random() < aug.elastic_p
         elastic_field = rng.standard_normal((3, 4, 4, 4)) if elastic else None
         if spatial or elastic:
-            img, lab = _warp(img, lab, matrix, spacing, elastic_field, aug.elastic_voxels)
+            img, lab = _warp(img, lab, matrix, spacing, elastic_field, aug.elastic_voxels, soft=soft)
         for axis in aug.mirror_axes:
             if rng.random() < 0.5:
                 img, lab = img.flip(2 + axis), lab.flip(2 + axis)
@@ -58,7 +59,7 @@ def augment_batch(
     return torch.cat(out_i), torch.cat(out_l)
 
 
-def _warp(img, lab, matrix, spacing, elastic_field, elastic_voxels):
+def _warp(img, lab, matrix, spacing, elastic_field, elastic_voxels, *, soft: bool = False):
     shape = img.shape[2:]
     # grid_sample works in normalised coordinates (-1..1) ordered (z, y, x) of a (D, H, W) tensor:
     # our tensor axes are (X, Y, Z) = (D, H, W), so normalised coord order is (Z, Y, X).
@@ -76,7 +77,9 @@ def _warp(img, lab, matrix, spacing, elastic_field, elastic_voxels):
         scale = torch.as_tensor([elastic_voxels * 2 / max(n - 1, 1) for n in np.asarray(shape)[rev]], dtype=img.dtype)
         grid = grid + (disp.permute(1, 2, 3, 0) * scale)[None]
     img = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    lab = (F.grid_sample(lab, grid, mode="bilinear", padding_mode="zeros", align_corners=True) >= 0.5).to(lab.dtype)
+    lab = F.grid_sample(lab, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    if not soft:
+        lab = (lab >= 0.5).to(lab.dtype)
     return img, lab
 
 

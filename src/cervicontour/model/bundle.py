@@ -104,13 +104,14 @@ def read_payload(path: Path) -> dict:
 
 def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") -> Model:
     """Open a model for inference (float32, eval mode, on ``device``)."""
-    from cervicontour.model.network import build_network
+    from cervicontour.model.network import build_network, load_state
 
     path = resolve_model_path(source)
     payload = read_payload(path)
     plan = Plan.from_dict(payload["plan"])
-    network = build_network(payload["arch"], 1, len(plan.structures))
+    # model.pt holds every weight: a pretrained encoder (Merlin) is not built, nor read from its package, again
+    network = build_network(payload["arch"], 1, len(plan.structures), empty_encoder=True)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    network.load_state_dict(state)
+    load_state(network, state)
     network.to(device).eval()
     return Model(network, plan, payload["arch"], payload["name"], payload["version"], payload["config_sha256"], payload.get("meta", {}), path)

@@ -60,6 +60,10 @@ class TrainConfig:
             saves the first few hundred steps of a short CPU run.
         batch_size, steps, lr, weight_decay, seed: the optimisation (AdamW, poly LR decay 0.9).
         fg_oversample: fraction of patches centred on a foreground voxel.
+        soft_labels: train on partial-volume targets — each working voxel's fraction inside the
+            contour (linear resampling of the binary mask, kept as a fraction) — instead of that
+            fraction thresholded at 0.5. Thin structures (the 7 mm CTVn shell is ~2 working
+            voxels thick) lose least on the way back to the input grid.
         val_every, checkpoint_every: in steps; ``val_cases`` caps how many validation cases are scored.
         fold, folds: cross-validation split of the labelled cases (``folds=1``: no validation).
         strategy: transfer-learning strategy (``full``, ``frozen-encoder``, ``discriminative-lr``).
@@ -81,6 +85,7 @@ class TrainConfig:
     weight_decay: float = 3e-5
     seed: int = 0
     fg_oversample: float = 0.5
+    soft_labels: bool = False
     val_every: int = 100
     val_cases: int = 4
     checkpoint_every: int = 25

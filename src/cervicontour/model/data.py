@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.preprocess import Plan, prepare_case
+from cervicontour.preprocess.prepare import SOFT_SCALE
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class CaseArrays:
 
     ``known[c]`` is False when channel ``c`` was not contoured for this patient (see
     :func:`known_channels`): training leaves it out of the loss instead of learning "empty".
+    ``label_max`` is 1 for binary labels and ``SOFT_SCALE`` (255) for partial-volume labels:
+    the target is ``labels / label_max``.
     """
 
     patient_id: str
@@ -30,10 +33,20 @@ class CaseArrays:
     labels: np.ndarray
     spacing_mm: tuple[float, float, float]
     known: np.ndarray = field(default=None)  # type: ignore[assignment]
+    label_max: int = 1
 
     def __post_init__(self) -> None:
         if self.known is None:
             object.__setattr__(self, "known", np.ones(self.labels.shape[0], bool))
+
+    @property
+    def threshold(self) -> int:
+        """Smallest stored label value that counts as inside (fraction ≥ 0.5)."""
+        return (self.label_max + 1) // 2
+
+    def mask(self, channel: int) -> np.ndarray:
+        """Channel ``channel`` as a binary mask (fraction ≥ 0.5), uint8."""
+        return (self.labels[channel] >= self.threshold).astype(np.uint8)
 
 
 def known_channels(case, structures) -> np.ndarray:
@@ -47,11 +60,12 @@ def known_channels(case, structures) -> np.ndarray:
     return np.array([case.has(n) or n in ABSENT_MEANS_EMPTY for n in structures], bool)
 
 
-def _cache_key(case, plan: Plan, structures) -> str:
+def _cache_key(case, plan: Plan, structures, soft: bool = False) -> str:
     stat = Path(case.image_path).stat() if case.image_path else None
     payload = {
         "plan": plan.sha256(),
         "structures": list(structures),
+        **({"soft": True} if soft else {}),  # binary caches keep their key
         "image": str(case.image_path),
         "mtime": stat.st_mtime_ns if stat else 0,
         "size": stat.st_size if stat else 0,
@@ -59,22 +73,26 @@ def _cache_key(case, plan: Plan, structures) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def load_arrays(cases, plan: Plan, structures, *, cache_dir: Path | None = None, on_case=None) -> list[CaseArrays]:
-    """Prepare labelled cases (image + the ``structures`` as channels), caching each as ``.npz``."""
+def load_arrays(cases, plan: Plan, structures, *, cache_dir: Path | None = None, on_case=None, soft: bool = False) -> list[CaseArrays]:
+    """Prepare labelled cases (image + the ``structures`` as channels), caching each as ``.npz``.
+
+    ``soft=True``: partial-volume labels (``label_max`` 255), see :func:`~cervicontour.preprocess.prepare.masks_to_working`.
+    """
+    label_max = SOFT_SCALE if soft else 1
     out = []
     for case in cases:
         known = known_channels(case, structures)
         path = None
         if cache_dir is not None:
-            path = Path(cache_dir) / f"{case.patient_id}-{_cache_key(case, plan, structures)}.npz"
+            path = Path(cache_dir) / f"{case.patient_id}-{_cache_key(case, plan, structures, soft)}.npz"
             if path.is_file():
                 with np.load(path) as z:
-                    out.append(CaseArrays(case.patient_id, z["image"], z["labels"], plan.spacing_mm, known))
+                    out.append(CaseArrays(case.patient_id, z["image"], z["labels"], plan.spacing_mm, known, label_max))
                 if on_case:
                     on_case(case.patient_id)
                 continue
-        prepared, labels = prepare_case(case, plan, structures)
-        item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm, known)
+        prepared, labels = prepare_case(case, plan, structures, soft=soft)
+        item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm, known, label_max)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -126,8 +144,8 @@ def sample_batch(
     fg_oversample: float,
     pad_value: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One batch: ``images (B, 1, *patch)`` float32, ``labels (B, C, *patch)`` uint8 and
-    ``known (B, C)`` bool (which channels each sample's patient defines).
+    """One batch: ``images (B, 1, *patch)`` float32, ``labels (B, C, *patch)`` uint8 (targets are
+    ``labels / item.label_max``) and ``known (B, C)`` bool (which channels each sample's patient defines).
 
     A patch is centred on a random foreground voxel of a random present structure with
     probability ``fg_oversample``, else anywhere in the volume (nnU-Net's scheme).
@@ -137,10 +155,11 @@ def sample_batch(
     for _ in range(batch_size):
         item = data[int(rng.integers(len(data)))]
         shape = np.asarray(item.image.shape)
-        present = [c for c in range(item.labels.shape[0]) if item.labels[c].any()]
+        inside = item.labels >= item.threshold
+        present = [c for c in range(item.labels.shape[0]) if inside[c].any()]
         if present and rng.random() < fg_oversample:
             channel = present[int(rng.integers(len(present)))]
-            voxels = np.flatnonzero(item.labels[channel])
+            voxels = np.flatnonzero(inside[channel])
             centre = np.asarray(np.unravel_index(voxels[int(rng.integers(voxels.size))], shape))
         else:
             centre = np.asarray([int(rng.integers(max(n, 1))) for n in shape])

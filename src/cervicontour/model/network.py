@@ -2,8 +2,10 @@
 
 Architectures are described exactly as nnU-Net v2 ``plans.json`` describes them
 (``network_class_name`` + ``arch_kwargs``), so our presets and nnU-Net / TotalSegmentator
-checkpoints are built by the same function. Axes: ours are ``(X, Y, Z)`` = LPS-reoriented
-``[i, j, k]``; nnU-Net's are ``(z, y, x)`` (see :mod:`cervicontour.model.transfer`).
+checkpoints are built by the same function. One other class is known by name: the pretrained
+Merlin-family encoder + U-Net decoder (:data:`MERLIN_SEGMENTER`, see :mod:`cervicontour.model.merlin`).
+Axes: ours are ``(X, Y, Z)`` = LPS-reoriented ``[i, j, k]``; nnU-Net's are ``(z, y, x)`` (see
+:mod:`cervicontour.model.transfer`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from copy import deepcopy
 from cervicontour.errors import InputError
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+#: :data:`cervicontour.model.merlin.NETWORK_CLASS` (spelled out: this module does not import torch).
+MERLIN_SEGMENTER = "cervicontour.model.merlin.MerlinSegmenter"
 
 _COMMON = {
     "conv_op": "torch.nn.modules.conv.Conv3d",
@@ -75,8 +79,16 @@ def preset(name: str) -> dict:
     return deepcopy(PRESETS[name])
 
 
+def is_merlin(arch: dict | None) -> bool:
+    """Whether ``arch`` describes a :class:`cervicontour.model.merlin.MerlinSegmenter`."""
+    return bool(arch) and arch.get("network_class_name") == MERLIN_SEGMENTER
+
+
 def total_stride(arch: dict) -> tuple[int, ...]:
-    """Product of the strides per axis: patch sizes must be multiples of it."""
+    """Product of the strides per axis (or the description's own ``total_stride``): patch sizes
+    must be multiples of it."""
+    if "total_stride" in arch:
+        return tuple(int(v) for v in arch["total_stride"])
     out = [1, 1, 1]
     for s in arch["arch_kwargs"]["strides"]:
         s = [s] * 3 if isinstance(s, int) else s
@@ -89,13 +101,16 @@ def _import(dotted: str):
     return getattr(importlib.import_module(module), name)
 
 
-def build_network(arch: dict, in_channels: int, out_channels: int, *, deep_supervision: bool = False):
+def build_network(arch: dict, in_channels: int, out_channels: int, *, deep_supervision: bool = False, empty_encoder: bool = False):
     """Instantiate an architecture description (ours or an nnU-Net plans ``architecture`` entry).
 
     Args:
         arch: ``{"network_class_name", "arch_kwargs", "_kw_requires_import"}``.
         in_channels: image channels (1 for CT).
         out_channels: one per structure (sigmoid) — or nnU-Net's label count for its checkpoints.
+        empty_encoder: the caller loads every encoder tensor next (with :func:`load_state` or
+            the Merlin loader): a large pretrained encoder (Merlin's 117 M parameters) is then built
+            on the ``meta`` device instead of being randomly initialised. Other networks ignore it.
 
     Returns:
         a ``torch.nn.Module`` mapping ``(B, in, X, Y, Z)`` to logits ``(B, out, X, Y, Z)``.
@@ -103,6 +118,10 @@ def build_network(arch: dict, in_channels: int, out_channels: int, *, deep_super
     Raises:
         InputError: dynamic-network-architectures is missing, or the class is unknown.
     """
+    if is_merlin(arch):
+        from cervicontour.model.merlin import build_from_arch
+
+        return build_from_arch(arch, in_channels, out_channels, empty_encoder=empty_encoder)
     try:
         cls = _import(arch["network_class_name"])
     except ModuleNotFoundError as exc:
@@ -121,6 +140,13 @@ def build_network(arch: dict, in_channels: int, out_channels: int, *, deep_super
         for layer in network.decoder.seg_layers[:-1]:
             layer.requires_grad_(False)
     return network
+
+
+def load_state(network, state: dict) -> None:
+    """``network.load_state_dict(state)`` (strict); when some tensors are still on the ``meta``
+    device (``build_network(..., empty_encoder=True)``) the stored tensors are assigned instead of copied."""
+    empty = any(t.is_meta for t in network.state_dict().values())
+    network.load_state_dict(state, strict=True, assign=empty)
 
 
 def count_parameters(network) -> int:

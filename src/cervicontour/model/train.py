@@ -98,9 +98,13 @@ def train(
         cohort: cohort folder (any layout :func:`~cervicontour.cohort.load_cohort` reads).
         out: run directory (new, or an existing run with ``resume=True``).
         config: see :class:`~cervicontour.model.config.TrainConfig`.
-        init: transfer-learning source — a cervicontour model/run, or an nnU-Net v2 results folder
-            (``plans.json`` + ``dataset.json`` + ``checkpoint_final.pth``). ``None``: from scratch.
-        resume: continue from ``out/checkpoint_last.pt`` (config and plan are read from the run).
+        init: transfer-learning source — a cervicontour model/run, an nnU-Net v2 results folder
+            (``plans.json`` + ``dataset.json`` + ``checkpoint_final.pth``), or a Merlin-family
+            encoder (``"astra"``, ``"merlin"``, ``"merlin:PATH"``: the network is then a
+            :class:`~cervicontour.model.merlin.MerlinSegmenter`). ``None``: from scratch.
+            See :func:`cervicontour.model.transfer.open_source`.
+        resume: continue from ``out/checkpoint_last.pt`` (config, plan and architecture are read
+            from the run; the init source is not read again: the checkpoint holds every weight).
         on_progress: called ``(step, total, loss, val_dice_or_None)`` after each step.
 
     Returns:
@@ -113,9 +117,16 @@ def train(
 
     from cervicontour.model import transfer
     from cervicontour.model.data import load_arrays, split_cases
-    from cervicontour.model.network import build_network, preset, total_stride
+    from cervicontour.model.network import (
+        build_network,
+        is_merlin,
+        load_state,
+        preset,
+        total_stride,
+    )
 
     run_dir = Path(out)
+    run_info: dict = {}
     rank, world = _dist()
     if rank == 0:
         _prepare_run(run_dir, resume)
@@ -143,10 +154,13 @@ def train(
     structures = config.structures
     cases = _labelled_cases(cohort, structures)
     train_cases, val_cases = split_cases(cases, fold=config.fold, folds=config.folds, seed=config.seed)
-    source = transfer.open_source(init) if init else None
+    source = transfer.open_source(init) if init and not resume else None
 
     # ---- plan and architecture
-    arch = source.arch if source and source.arch else preset(config.network)
+    if resume:
+        arch = run_info.get("arch") or preset(config.network)
+    else:
+        arch = source.arch if source and source.arch else preset(config.network)
     stride = total_stride(arch)
     if resume:
         plan = load_plan(run_dir / "plan.json")
@@ -156,27 +170,40 @@ def train(
 
         plan = replace(plan, patch_size=_fit_patch(plan.patch_size, stride))
     else:
-        plan = make_plan(train_cases, structures, spacing_mm=config.spacing_mm, budget_voxels=config.patch_budget_voxels, divisor=stride)
+        spacing = config.spacing_mm if config.spacing_mm is not None else (source.spacing_mm if source is not None else None)
+        plan = make_plan(train_cases, structures, spacing_mm=spacing, budget_voxels=config.patch_budget_voxels, divisor=stride)
     if config.patch_size is not None and not resume:
         from dataclasses import replace
 
         plan = replace(plan, patch_size=_fit_patch(config.patch_size, stride))
+    if is_merlin(arch) and not resume:  # the segmenter maps our normalised input back to HU: part of its arch
+        from dataclasses import asdict
+
+        arch = json.loads(json.dumps(arch))
+        arch["arch_kwargs"]["normalization"] = asdict(plan.normalization)
     if rank == 0 and not resume:
         save_plan(plan, run_dir / "plan.json")
         (run_dir / "config.toml").write_text(to_toml(config))
 
     # ---- data
     cache = run_dir / "cache"
-    train_data = load_arrays(train_cases, plan, structures, cache_dir=cache)
-    val_data = load_arrays(val_cases[: config.val_cases], plan, structures, cache_dir=cache) if rank == 0 else []
+    train_data = load_arrays(train_cases, plan, structures, cache_dir=cache, soft=config.soft_labels)
+    val_data = load_arrays(val_cases[: config.val_cases], plan, structures, cache_dir=cache, soft=config.soft_labels) if rank == 0 else []
     pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
 
     # ---- network, transfer, optimiser
-    network = build_network(arch, 1, len(structures)).to(device)
+    # a Merlin encoder whose every tensor is loaded next is built on the meta device (no 117 M-value random init)
+    empty_encoder = resume or (source is not None and source.kind == "merlin")
+    network = build_network(arch, 1, len(structures), empty_encoder=empty_encoder)
     report = None
     same_head = source is not None and source.plan is not None and tuple(source.plan.structures) == tuple(structures) and source.kind == "cervicontour"
-    if source is not None:
+    ckpt = None
+    if resume:  # every weight from the checkpoint (before the optimiser takes the parameters)
+        ckpt = torch.load(run_dir / "checkpoint_last.pt", map_location=device, weights_only=False)
+        load_state(network, ckpt["network"])
+    elif source is not None:
         report = transfer.load_into(network, source, keep_head=same_head)
+    network.to(device)
     if not resume and not same_head:
         _init_head(network, config.head_prior)
     param_groups = transfer.parameter_groups(network, config.strategy, config.lr, config.encoder_lr_factor)
@@ -184,9 +211,7 @@ def train(
     use_amp = device == "cuda" and config.amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_step, elapsed_before = 0, 0.0
-    if resume:
-        ckpt = torch.load(run_dir / "checkpoint_last.pt", map_location=device, weights_only=False)
-        network.load_state_dict(ckpt["network"])
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt and use_amp:
             scaler.load_state_dict(ckpt["scaler"])
@@ -263,7 +288,8 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(run_dir, model_path, step, seconds, last_loss, last_val, stopped_by_time, report.to_dict() if report else None, weights_sha256(network))
+    transfer_record = report.to_dict() if report else run_info.get("transfer")
+    return TrainResult(run_dir, model_path, step, seconds, last_loss, last_val, stopped_by_time, transfer_record, weights_sha256(network))
 
 
 def weights_sha256(network) -> str:
@@ -312,7 +338,10 @@ def _batch(data, plan: Plan, config: TrainConfig, rng, pad_value: float, device:
     from cervicontour.model.data import sample_batch
 
     images, labels, known = sample_batch(data, plan.patch_size, config.batch_size, rng, fg_oversample=config.fg_oversample, pad_value=pad_value)
-    images_t, labels_t = augment_batch(torch.from_numpy(images), torch.from_numpy(labels).float(), rng, config.augmentation, plan.spacing_mm)
+    labels_t = torch.from_numpy(labels).float()
+    if data[0].label_max != 1:
+        labels_t /= data[0].label_max
+    images_t, labels_t = augment_batch(torch.from_numpy(images), labels_t, rng, config.augmentation, plan.spacing_mm, soft=config.soft_labels)
     if device == "cpu":
         images_t = images_t.contiguous(memory_format=torch.channels_last_3d)
     return images_t.to(device), labels_t.to(device), torch.from_numpy(known).to(device)
@@ -397,7 +426,7 @@ def validate(network, val_data, plan: Plan, *, device: str, pad_value: float) ->
         for c, name in enumerate(plan.structures):
             if not item.known[c]:
                 continue  # not contoured for this patient: nothing to score against
-            ref = item.labels[c]
+            ref = item.mask(c)
             pred = (probs[c] >= 0.5).astype(np.uint8)
             if not ref.any() and not pred.any():
                 continue

