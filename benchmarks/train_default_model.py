@@ -138,7 +138,7 @@ def select(work: Path, runs: list[Path]) -> Path:
         shutil.rmtree(view)
     view.mkdir(parents=True)
     for pid in val:
-        (view / pid).symlink_to(target / pid, target_is_directory=True)
+        (view / pid).symlink_to((target / pid).resolve(), target_is_directory=True)
     scores = {}
     for run in runs:
         pred = work / "validation_predictions" / run.name
