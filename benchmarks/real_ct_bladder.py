@@ -2,8 +2,8 @@
 against TotalSegmentator's own *predicted* bladder (label 21; a model output, not ground truth).
 
 Acceptance target from issue 5: Dice ≥ 0.80. Needs ../shared/data/real/totalsegmentator/.
-Usage: python benchmarks/real_ct_bladder.py [--model default|RUN]
-Writes benchmarks/results/real_ct_bladder.json.
+Usage: python benchmarks/real_ct_bladder.py [--model default|RUN] [--tta] [--out JSON]
+Writes benchmarks/results/real_ct_bladder.json (or --out).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default")
+    parser.add_argument("--tta", action="store_true", help="left-right mirror test-time augmentation")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_ct_bladder.json")
     args = parser.parse_args()
     if not REAL.is_dir():
         raise SystemExit(f"real data not present: {REAL}")
@@ -33,17 +35,17 @@ def main() -> None:
     reference = seg.with_array((seg.array == 21).astype("uint8"))
     model = load_model(args.model)
     t = time.perf_counter()
-    result = predict_case(ct, model)
+    result = predict_case(ct, model, tta=args.tta)
     seconds = time.perf_counter() - t
     row = evaluate_pair(reference, result.masks["Bladder"], tolerances_mm=(3.0,))
     out = {
         "data": "TotalSegmentator example_ct.nii.gz (real CT, 122x101x112, 3 mm, probably male); reference = TotalSegmentator --fast prediction label 21 urinary_bladder (a model output)",
-        "model": str(model.path), "bladder": {k: row[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
+        "model": str(model.path), "tta": args.tta, "bladder": {k: row[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
         "target_dice": 0.80, "predict_seconds": round(seconds, 2),
         "other_structures_cc": {n: r["volume_cc"] for n, r in result.structures.items()},
     }
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "real_ct_bladder.json").write_text(json.dumps(out, indent=2, default=float))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=float))
     print(json.dumps(out["bladder"], default=float))
 
 

@@ -130,7 +130,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
         side_wall_mm=(44 if p.small_parametrium else 60) * p.scale,
     )
 
-    image = _ct_image(grid, p, rng, label, masks, gtvp, body)
+    image = _ct_image(grid, p, rng, label, masks, gtvp, body, cavity)
     structures: dict[str, Volume] = {}
     if labelled:
         out = {"Bladder": masks["Bladder"], "Anorectum": masks["Anorectum"], "CTVn": ctvn, "CTVp": ctvp,
@@ -145,7 +145,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
     return SynthCase(image, structures, p)
 
 
-def _ct_image(grid, p, rng, label, masks, gtvp, body) -> Volume:
+def _ct_image(grid, p, rng, label, masks, gtvp, body, cavity) -> Volume:
     hu_of = tissue_hu(p.contrast, rng)
     lut = np.full(len(PAINT_ORDER) + 1, hu_of["air"], np.float32)
     by_tissue = {"Fat": "fat", "Fat_Perirenal": "fat", "Uterus": "uterus", "Cervix": "cervix", "Vagina": "vagina",
@@ -157,6 +157,15 @@ def _ct_image(grid, p, rng, label, masks, gtvp, body) -> Volume:
                                          else "bowel_wall" if name in BOWEL else "fat")
         lut[idx] = hu_of[tissue]
     hu = lut[label]
+    # Deep (pelvic and abdominal) fat is not the clean -100 HU of subcutaneous fat: fascia, small
+    # vessels, nodes and collapsed bowel raise its mean, and in lean patients the organs abut soft
+    # tissue; real pelvic CT shows -100 to -30 HU around the bladder. Per patient: a mean offset, and
+    # a smooth soft-tissue texture (a few cm) everywhere in the body but bone and air.
+    deep_fat = cavity & (label == PAINT_ORDER.index("Fat") + 1)
+    hu[deep_fat] += np.float32(rng.uniform(0.0, 60.0))
+    sigma_vox = tuple(25.0 / s for s in grid.template.spacing_mm)
+    soft_tissue = body & ~np.isin(label, [PAINT_ORDER.index(b) + 1 for b in BONES])
+    hu[soft_tissue] += (random_field(grid.shape, sigma_vox, rng) * np.float32(rng.uniform(0.0, 15.0)))[soft_tissue]
     marrow = paint(grid, *[s for v in A.bones(p, inset_mm=2.5).values() for s in v])
     hu[marrow & np.isin(label, [PAINT_ORDER.index(b) + 1 for b in BONES])] = hu_of["marrow"]
     hu[gtvp] = hu_of["gtv"]
