@@ -209,3 +209,11 @@ def test_predict_with_a_merlin_run_through_the_real_script(tiny_cohort, merlin_r
     assert record["model"]["path"] == str(merlin_run.run_dir / "model.pt")
     assert sorted(record["structures"]) == sorted(CONFIG.structures)
     assert all((tmp_path / "pred" / record["patient_id"] / "structures" / f"{n}.nii.gz").is_file() for n in CONFIG.structures)
+
+
+def test_torch_free_spellings_match_the_merlin_module():
+    """network.py and transfer.py spell Merlin's names out (they must not import torch): keep them equal."""
+    from cervicontour.model import merlin, network, transfer
+
+    assert network.MERLIN_SEGMENTER == merlin.NETWORK_CLASS == f"{merlin.__name__}.{merlin.MerlinSegmenter.__name__}"
+    assert tuple(transfer.MERLIN_NAMES) == tuple(merlin.WEIGHT_NAMES)
