@@ -12,6 +12,7 @@ Experiments (equal budget = equal optimiser steps of the same network and 48×48
   spacing          N = 10: cohort-median working spacing vs a coarser fixed 5 × 5 × 7 mm
 
 Usage: python benchmarks/experiments.py [--exp all|learning_curve|multi_vs_single|spacing] [--steps 120]
+       [--work out/experiments] [--source out/default_model/pretrain]
 Writes benchmarks/results/<exp>.json and .png.
 """
 
@@ -187,12 +188,16 @@ def plot(result: dict, png: Path) -> None:
 
 
 def main() -> None:
+    global WORK, SOURCE
     import torch
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--exp", default="all", choices=["all", "learning_curve", "multi_vs_single", "spacing"])
     parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--work", type=Path, default=WORK, help="cohorts and runs (a new folder re-makes the cohorts with the current generator)")
+    parser.add_argument("--source", type=Path, default=SOURCE, help="the pretraining run the transfer arms start from")
     args = parser.parse_args()
+    WORK, SOURCE = args.work, args.source
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     test = cohort("test", 10, 3003)
@@ -200,7 +205,7 @@ def main() -> None:
     for exp in todo:
         t = time.time()
         result = {"learning_curve": learning_curve, "multi_vs_single": multi_vs_single, "spacing": spacing}[exp](args.steps, test)
-        result.update({"data": {"pool": "synth small, 20 patients, seed 5005", "test": "synth small, 10 patients, seed 3003", "source": "out/default_model/pretrain (synth small, 40 patients, seed 1001)"}, "machine": "2 shared CPU cores, torch CPU fp32, 1 thread per run", "wall_seconds": round(time.time() - t)})
+        result.update({"data": {"pool": "synth small, 20 patients, seed 5005", "test": "synth small, 10 patients, seed 3003", "source": f"{SOURCE.relative_to(ROOT) if SOURCE.is_relative_to(ROOT) else SOURCE} (train_default_model.py pretrain: synth small, 40 patients, seed 1001)"}, "machine": "2 shared CPU cores, torch CPU fp32, 1 thread per run", "wall_seconds": round(time.time() - t)})
         (RESULTS / f"{exp}.json").write_text(json.dumps(result, indent=2))
         plot(result, RESULTS / f"{exp}.png")
         print(f"wrote {RESULTS / exp}.json/.png", flush=True)
