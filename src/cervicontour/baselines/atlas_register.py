@@ -155,6 +155,18 @@ def _method(fixed: sitk.Image, levels: tuple[int, ...], samples: int) -> sitk.Im
     return method
 
 
+def _optimise(target, atlas, transform, name: str, stages: dict, *, levels, samples: int, learning_rate: float, min_step: float) -> None:
+    """One linear stage: Mattes MI, regular-step gradient descent (40 iterations per level, physical-shift
+    scales), optimising ``transform`` in place; its record goes to ``stages[name]``."""
+    method = _method(target.image, levels, samples)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate, minStep=min_step, numberOfIterations=40, relaxationFactor=0.5
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(transform, inPlace=True)
+    _run(method, target.image, atlas.image, name, stages)
+
+
 def _run(method, fixed, moving, name: str, stages: dict) -> None:
     start = time.perf_counter()
     method.Execute(fixed, moving)
@@ -182,13 +194,7 @@ def align_rigid(target: WorkImage, atlas: WorkImage) -> Registration:
         "translation_mm": [round(v, 3) for v in rigid.GetTranslation()],
         "seconds": round(time.perf_counter() - start, 3),
     }
-    method = _method(target.image, (4, 2), RIGID_SAMPLES)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=4.0, minStep=0.1, numberOfIterations=40, relaxationFactor=0.5
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(rigid, inPlace=True)
-    _run(method, target.image, atlas.image, "rigid", stages)
+    _optimise(target, atlas, rigid, "rigid", stages, levels=(4, 2), samples=RIGID_SAMPLES, learning_rate=4.0, min_step=0.1)
     return Registration(rigid, rigid, stages, similarity(target, atlas, rigid))
 
 
@@ -199,13 +205,7 @@ def align_affine(target: WorkImage, atlas: WorkImage, rigid: Registration) -> Re
     affine.SetCenter(rigid.linear.GetCenter())
     affine.SetMatrix(rigid.linear.GetMatrix())
     affine.SetTranslation(rigid.linear.GetTranslation())
-    method = _method(target.image, (2, 1), AFFINE_SAMPLES)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=0.05, numberOfIterations=40, relaxationFactor=0.5
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(affine, inPlace=True)
-    _run(method, target.image, atlas.image, "affine", stages)
+    _optimise(target, atlas, affine, "affine", stages, levels=(2, 1), samples=AFFINE_SAMPLES, learning_rate=2.0, min_step=0.05)
     return Registration(affine, affine, stages, rigid.similarity)
 
 
