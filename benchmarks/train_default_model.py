@@ -37,11 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
+DATA: Path | None = None  # --data: cohorts shared between work folders (default WORK/data)
+
+
 def cohort(work: Path, name: str) -> Path:
     from cervicontour.synth import synthesize_cohort
 
     patients, seed = COHORTS[name]
-    path = work / "data" / f"{name}_s{seed}"
+    path = (DATA or work / "data") / f"{name}_s{seed}"
     if not (path / "notes.csv").is_file():
         if path.exists():
             shutil.rmtree(path)
@@ -70,19 +73,39 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "select", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "select", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
     parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the better nodal fine-tune on validation")
     parser.add_argument("--continue-steps", type=int, default=0, help="steps of the lr-1e-3 continuation (stage nodal-continue: 0 means 1000; stage continue: 0 means none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--soft-labels", action="store_true", help="nodal stages: partial-volume targets (runs finetune_nodal_soft[_continued])")
+    parser.add_argument("--data", type=Path, default=None, help="folder of the synthetic cohorts (default WORK/data); stage data makes all three")
+    # a larger recipe for a GPU (benchmarks/gpu_session.py); the defaults are the shipped CPU recipe
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--network", default="cpu-small", help="architecture preset of the pretraining (the fine-tunes inherit it)")
+    parser.add_argument("--patch", type=int, nargs=3, default=None, help="training patch (voxels) instead of the plan's")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--pretrain-minutes", type=float, default=None, help="pretrain for this much training time, the learning rate decaying over it (lr_schedule time)")
+    parser.add_argument("--nodal-minutes", type=float, default=None, help="likewise for the nodal fine-tune")
+    parser.add_argument("--checkpoint-every", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DATA
+    DATA = args.data
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    if args.stage == "data":
+        make_cohorts(work)
+        return
+    common = {"device": args.device, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every, "patch_size": tuple(args.patch) if args.patch else None}
+
+    def timed(minutes):  # a time budget instead of a step count: as many steps as fit, lr decayed over it
+        return {"steps": 10**6, "max_minutes": minutes, "lr_schedule": "time", "val_every": 400} if minutes else {}
+
     pre_run, fine_run = work / "pretrain", work / "finetune"
     if args.stage in ("all", "pretrain"):
-        config = TrainConfig(structures=source_structures(), steps=args.pretrain_steps, val_every=300, val_cases=2, folds=10, seed=1, threads=args.threads)
+        config = TrainConfig(structures=source_structures(), steps=args.pretrain_steps, val_every=300, val_cases=2, folds=10, seed=1, threads=args.threads, network=args.network)
+        config = config.replace(**common, **timed(args.pretrain_minutes))
         train(cohort(work, "source"), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
     if args.stage == "finetune":
         config = TrainConfig(steps=args.finetune_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
@@ -96,6 +119,7 @@ def main() -> None:
     nodal_more = work / f"{nodal_run.name}_continued"
     if args.stage in ("all", "nodal"):
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full", soft_labels=args.soft_labels)
+        config = config.replace(**common, **timed(args.nodal_minutes))
         train(cohort(work, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
     if args.stage in ("all", "nodal-continue"):  # same seed as the nodal fine-tune: the same train/validation split
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
@@ -120,6 +144,21 @@ def main() -> None:
             return
     ship(best, pre_run, work)
     evaluate(work)
+
+
+def make_cohorts(work: Path) -> None:
+    """The three cohorts, synthesized side by side (one process each)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(COHORTS)) as pool:
+        for path in pool.map(_make_cohort, [(work, name, DATA) for name in COHORTS]):
+            print("cohort ready:", path, flush=True)
+
+
+def _make_cohort(job) -> Path:
+    global DATA
+    work, name, DATA = job
+    return cohort(work, name)
 
 
 def select(work: Path, runs: list[Path]) -> Path:

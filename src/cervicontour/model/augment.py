@@ -70,11 +70,11 @@ def _warp(img, lab, matrix, spacing, elastic_field, elastic_voxels, *, soft: boo
     theta = np.zeros((1, 3, 4))
     rev = [2, 1, 0]
     theta[0, :, :3] = a[np.ix_(rev, rev)]
-    grid = F.affine_grid(torch.as_tensor(theta, dtype=img.dtype), [1, 1, *shape], align_corners=True)
+    grid = F.affine_grid(torch.as_tensor(theta, dtype=img.dtype, device=img.device), [1, 1, *shape], align_corners=True)
     if elastic_field is not None:
-        disp = torch.as_tensor(elastic_field[rev], dtype=img.dtype)[None]
+        disp = torch.as_tensor(elastic_field[rev], dtype=img.dtype, device=img.device)[None]
         disp = F.interpolate(disp, size=tuple(shape), mode="trilinear", align_corners=True)[0]
-        scale = torch.as_tensor([elastic_voxels * 2 / max(n - 1, 1) for n in np.asarray(shape)[rev]], dtype=img.dtype)
+        scale = torch.as_tensor([elastic_voxels * 2 / max(n - 1, 1) for n in np.asarray(shape)[rev]], dtype=img.dtype, device=img.device)
         grid = grid + (disp.permute(1, 2, 3, 0) * scale)[None]
     img = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
     lab = F.grid_sample(lab, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -91,7 +91,7 @@ def _intensity(img: torch.Tensor, rng: np.random.Generator, aug: Augmentation) -
             small = [max(int(round(n / factor)), 1) for n in shape]
             img = F.interpolate(F.interpolate(img, size=small, mode="nearest"), size=tuple(shape), mode="trilinear", align_corners=False)
     if rng.random() < aug.noise_p:
-        noise = torch.as_tensor(rng.standard_normal(img.shape).astype(np.float32)) * float(rng.uniform(0, aug.noise_std))
+        noise = torch.as_tensor(rng.standard_normal(tuple(img.shape)).astype(np.float32), device=img.device) * float(rng.uniform(0, aug.noise_std))
         img = img + noise.to(img.dtype)
     if rng.random() < aug.brightness_p:
         img = img * float(rng.uniform(0.75, 1.25))

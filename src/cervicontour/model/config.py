@@ -69,6 +69,11 @@ class TrainConfig:
         strategy: transfer-learning strategy (``full``, ``frozen-encoder``, ``discriminative-lr``).
         encoder_lr_factor: encoder learning-rate multiplier for ``discriminative-lr``.
         max_minutes: stop after this much training time (``None``: run all steps).
+        lr_schedule: ``"steps"`` decays the learning rate (poly 0.9) over ``steps``; ``"time"``
+            decays it over whichever ends first, ``steps`` or ``max_minutes`` of training time — for
+            a machine whose speed is not known ahead (a lent GPU): the run ends with a decayed
+            rate however many steps fit. Not bit-reproducible (the step at which time runs out
+            varies); ``"steps"`` on CPU is.
         device: ``cpu`` or ``cuda``; ``amp``: mixed precision on CUDA (ignored on CPU).
         threads: CPU threads (``None``: torch default).
     """
@@ -94,6 +99,7 @@ class TrainConfig:
     strategy: str = "full"
     encoder_lr_factor: float = 0.1
     max_minutes: float | None = None
+    lr_schedule: str = "steps"
     device: str = "cpu"
     amp: bool = True
     threads: int | None = None
@@ -105,6 +111,10 @@ class TrainConfig:
             raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0 <= self.fold < max(self.folds, 1):
             raise InputError(f"fold {self.fold} is outside 0..{self.folds - 1} (folds={self.folds})")
+        if self.lr_schedule not in ("steps", "time"):
+            raise InputError(f"lr_schedule must be 'steps' or 'time', got {self.lr_schedule!r}")
+        if self.lr_schedule == "time" and self.max_minutes is None:
+            raise InputError("lr_schedule 'time' decays the learning rate over max_minutes: set max_minutes (--max-minutes) too")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.patch_size is not None:

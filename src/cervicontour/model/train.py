@@ -145,6 +145,8 @@ def train(
         raise InputError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
     if device == "cuda" and world > 1:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest 3D convolutions
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -236,12 +238,13 @@ def train(
     step, last_loss, last_val = start_step, float("nan"), {}
     stopped_by_time = False
     while step < config.steps:
-        if _out_of_time(config, elapsed_before + time.perf_counter() - t0, world, device):
+        elapsed = _elapsed(elapsed_before + time.perf_counter() - t0, world, device)  # the same on every rank
+        if config.max_minutes is not None and elapsed >= config.max_minutes * 60:
             stopped_by_time = True
             break
         rng = np.random.default_rng([config.seed, step, rank])
         images, labels, known = _batch(train_data, plan, config, rng, pad_value, device)
-        lr_scale = (1 - step / config.steps) ** 0.9
+        lr_scale = (1 - _progress(config, step, elapsed)) ** 0.9
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_scale
         model.train()
@@ -319,16 +322,26 @@ def _fit_patch(patch, stride) -> tuple[int, int, int]:
     return tuple(max(int(np.ceil(p / s)) * s, s) for p, s in zip(patch, stride))  # type: ignore[return-value]
 
 
-def _out_of_time(config: TrainConfig, seconds: float, world: int, device: str) -> bool:
-    stop = config.max_minutes is not None and seconds >= config.max_minutes * 60
-    if world > 1:  # every rank must stop at the same step
+def _progress(config: TrainConfig, step: int, seconds: float) -> float:
+    """Fraction of the schedule spent: by steps, or (``lr_schedule = "time"``) by steps or
+    training time, whichever is further along."""
+    done = step / config.steps
+    if config.lr_schedule == "time":
+        done = max(done, seconds / (config.max_minutes * 60))
+    return min(done, 1.0)
+
+
+def _elapsed(seconds: float, world: int, device: str) -> float:
+    """Training time so far; under DDP the largest over the ranks, so that every rank stops at
+    the same step and a time-based schedule gives every rank the same learning rate."""
+    if world > 1:
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if stop else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        stop = bool(flag.item() > 0)
-    return stop
+        value = torch.tensor([seconds], dtype=torch.float64, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        seconds = float(value.item())
+    return seconds
 
 
 def _batch(data, plan: Plan, config: TrainConfig, rng, pad_value: float, device: str):
@@ -338,13 +351,15 @@ def _batch(data, plan: Plan, config: TrainConfig, rng, pad_value: float, device:
     from cervicontour.model.data import sample_batch
 
     images, labels, known = sample_batch(data, plan.patch_size, config.batch_size, rng, fg_oversample=config.fg_oversample, pad_value=pad_value)
-    labels_t = torch.from_numpy(labels).float()
+    # augmentation runs where the network does (on a GPU the CPU would otherwise be the bottleneck);
+    # the random draws stay on the numpy generator, so a CPU run is unchanged
+    labels_t = torch.from_numpy(labels).to(device).float()
     if data[0].label_max != 1:
         labels_t /= data[0].label_max
-    images_t, labels_t = augment_batch(torch.from_numpy(images), labels_t, rng, config.augmentation, plan.spacing_mm, soft=config.soft_labels)
+    images_t, labels_t = augment_batch(torch.from_numpy(images).to(device), labels_t, rng, config.augmentation, plan.spacing_mm, soft=config.soft_labels)
     if device == "cpu":
         images_t = images_t.contiguous(memory_format=torch.channels_last_3d)
-    return images_t.to(device), labels_t.to(device), torch.from_numpy(known).to(device)
+    return images_t, labels_t, torch.from_numpy(known).to(device)
 
 
 def _loss():
