@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--pretrain-minutes", type=float, default=2.0)
     parser.add_argument("--nodal-minutes", type=float, default=3.0)
     parser.add_argument("--arms", nargs="*", default=list(ARMS))
+    parser.add_argument("--continue-minutes", type=float, default=0.0, help="> 0: only continue the shipped default model (its nodal fine-tune) at lr 1e-3 for this long")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of this script on a machine without a GPU")
     args = parser.parse_args()
@@ -68,11 +70,17 @@ def main() -> None:
         record["pytest_exit"] = tests.wait()
         print(f"CUDA tests: exit {record['pytest_exit']}", flush=True)
 
-    for stage, minutes in (("pretrain", args.pretrain_minutes), ("nodal", args.nodal_minutes)):
+    stages = (("pretrain", args.pretrain_minutes), ("nodal", args.nodal_minutes))
+    if args.continue_minutes:  # the shipped model stands in for its nodal fine-tune
+        stages = (("nodal-continue", args.continue_minutes),)
+        for name in args.arms:
+            (args.work / name / "finetune_nodal").mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt", args.work / name / "finetune_nodal" / "model.pt")
+    for stage, minutes in stages:
         procs = {}
         for name in args.arms:
             cmd = [sys.executable, str(RECIPE), "--work", str(args.work / name), "--data", str(data), "--stage", stage, "--device", args.device, "--threads", "4",
-                   "--checkpoint-every", "250", f"--{stage}-minutes", str(minutes), *ARMS[name]]  # fmt: skip
+                   "--checkpoint-every", "250", f"--{stage.split('-')[-1]}-minutes", str(minutes), *ARMS[name]]  # fmt: skip
             logf = open(args.work / f"{name}_{stage}.log", "w")
             procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT), logf)
         for name, (proc, logf) in procs.items():
@@ -88,7 +96,7 @@ def main() -> None:
             print("\n".join("   " + line for line in tail), flush=True)
 
     for name in args.arms:
-        record["arms"][name].update(pack(args.work / name, args.out / f"{name}.tar.gz", [args.work / f"{name}_{s}.log" for s in ("pretrain", "nodal")]))
+        record["arms"][name].update(pack(args.work / name, args.out / f"{name}.tar.gz", [args.work / f"{name}_{s}.log" for s, _ in stages]))
     record["seconds_total"] = round(time.time() - t0, 1)
     (args.out / "gpu_session.json").write_text(json.dumps(record, indent=2, default=str))
     print(json.dumps(record, indent=1, default=str))
@@ -126,24 +134,26 @@ def run(cmd, env) -> None:
 def pack(arm: Path, target: Path, logs: list[Path]) -> dict:
     """Both runs' records and the fine-tuned model (as float16) into one archive."""
     out: dict = {}
-    nodal = arm / "finetune_nodal"
-    if (nodal / "model.pt").is_file():
+    nodal = arm / "finetune_nodal_continued"
+    if not (nodal / "model.pt").is_file():
+        nodal = arm / "finetune_nodal"
+    if (nodal / "run.json").is_file():
         from cervicontour.model import load_model, save_model
 
         model = load_model(nodal)
         save_model(arm / "model_fp16.pt", model.network, model.plan, model.arch, name=model.name, version=model.version, config_sha256=model.config_sha256, meta=model.meta, half=True)
-    for run_name in ("pretrain", "finetune_nodal"):
+    for run_name in ("pretrain", "finetune_nodal", "finetune_nodal_continued"):
         info = arm / run_name / "run.json"
         if info.is_file():
             d = json.loads(info.read_text())
             out[run_name] = {k: d.get(k) for k in ("steps_done", "seconds", "stopped_by_time")} | {"mean_dice": (d.get("validation") or {}).get("mean_dice")}
     with tarfile.open(target, "w:gz") as tar:
-        for run_name in ("pretrain", "finetune_nodal"):
+        for run_name in ("pretrain", "finetune_nodal", "finetune_nodal_continued"):
             for f in ("run.json", "plan.json", "config.toml", "log.csv", "curves.png"):
                 if (arm / run_name / f).is_file():
                     tar.add(arm / run_name / f, arcname=f"{run_name}/{f}")
         if (arm / "model_fp16.pt").is_file():
-            tar.add(arm / "model_fp16.pt", arcname="finetune_nodal/model.pt")
+            tar.add(arm / "model_fp16.pt", arcname=f"{nodal.name}/model.pt")
         for log in logs:
             if log.is_file():
                 tar.add(log, arcname=log.name)

@@ -34,6 +34,7 @@ import numpy as np
 from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
+VERSION = "0.2.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--pretrain-minutes", type=float, default=None, help="pretrain for this much training time, the learning rate decaying over it (lr_schedule time)")
     parser.add_argument("--nodal-minutes", type=float, default=None, help="likewise for the nodal fine-tune")
+    parser.add_argument("--continue-minutes", type=float, default=None, help="likewise for the nodal continuation")
     parser.add_argument("--checkpoint-every", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,6 +125,7 @@ def main() -> None:
         train(cohort(work, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
     if args.stage in ("all", "nodal-continue"):  # same seed as the nodal fine-tune: the same train/validation split
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
+        config = config.replace(**common, **timed(args.continue_minutes))
         train(cohort(work, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
     if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
@@ -178,9 +181,11 @@ def select(work: Path, runs: list[Path]) -> Path:
     view.mkdir(parents=True)
     for pid in val:
         (view / pid).symlink_to((target / pid).resolve(), target_is_directory=True)
+    names = [r.name for r in runs]
+    label = {r: r.name if names.count(r.name) == 1 else f"{r.parent.name}/{r.name}" for r in runs}  # runs of several work folders
     scores = {}
     for run in runs:
-        pred = work / "validation_predictions" / run.name
+        pred = work / "validation_predictions" / label[run].replace("/", "__")
         if pred.exists():
             shutil.rmtree(pred)
         nodal = "CTVn" not in load_model(run).structures
@@ -188,9 +193,9 @@ def select(work: Path, runs: list[Path]) -> Path:
         rows = [r for r in evaluate_cohort(view, pred).rows if r["structure"] in PRIMARY]
         scores[run] = float(np.mean([r["dice"] for r in rows if np.isfinite(r["dice"])]))
     best = max(scores, key=scores.get)
-    record = {"validation_patients": val, "mean_dice": {r.name: round(v, 4) for r, v in scores.items()}, "ship": best.name}
+    record = {"validation_patients": val, "mean_dice": {label[r]: round(v, 4) for r, v in scores.items()}, "ship": label[best]}
     (work / "selection.json").write_text(json.dumps(record, indent=2))
-    print("validation mean Dice (input grid, five structures):", record["mean_dice"], "→ ship", best.name)
+    print("validation mean Dice (input grid, five structures):", record["mean_dice"], "→ ship", record["ship"])
     return best
 
 
@@ -248,9 +253,27 @@ def write_card(record: dict) -> None:
         seconds=record["predict_seconds_total"], source=meta["data"]["source"], target=meta["data"]["target"], shipped=meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
+        version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
+
+
+def _machine(meta: dict) -> str:
+    trained = meta.get("trained_on") or {}
+    if trained.get("device") == "cuda":
+        budgets = " + ".join(f"{trained[k]:g}" for k in ("pretrain_minutes", "finetune_minutes", "continue_minutes") if trained.get(k))
+        return (f"one lent NVIDIA H100 GPU through `benchmarks/gpu_session.py`, time budgets of {budgets} min (pretraining, fine-tune"
+                f"{', continuation from the fine-tune stored as float16' if trained.get('continue_minutes') else ''}), the learning rate "
+                "decayed over each: GPU training is not bit-reproducible")  # fmt: skip
+    return "2 shared CPU cores; CPU training is deterministic: `--stage all` on an empty work folder re-makes this model"
+
+
+def _selection(meta: dict) -> str:
+    sel = meta.get("selection")
+    if not sel:
+        return "n/a"
+    return ", ".join(f"`{k}` {v:.4f}" for k, v in sel["mean_dice"].items()) + f" → `{sel['ship']}`"
 
 
 TASK_DIRECT = "five overlapping structures, one sigmoid channel each — Bladder, Anorectum, CTVn, CTVp, Parametrium."
@@ -259,7 +282,7 @@ TASK_NODAL = """eight overlapping sigmoid channels — Bladder, Anorectum, CTVp,
   chooses (default GTVn + common iliac + pelvic; `--para-aortic` adds the para-aortic group; the review page
   recomposes it), because extending the field to the para-aortic nodes is a clinical decision the CT does not show."""
 
-CARD = """# Model card: cervicontour-default 0.1.0
+CARD = """# Model card: cervicontour-default {version}
 
 **Synthetic-only model. Not for clinical use.** It has never seen a real patient's CT with these
 structures; it exists so that `cervicontour predict` and `make demo` work out of the box and as a
@@ -267,7 +290,7 @@ starting point for fine-tuning on real hospital data.
 
 ## What it is
 - Task: {task}
-- Network: nnU-Net's `PlainConvUNet` (dynamic-network-architectures), preset `cpu-small`,
+- Network: nnU-Net's `PlainConvUNet` (dynamic-network-architectures), preset `{network}`,
   {params:,} parameters, stored as float16 ({size_mb:.2f} MB).
 - Preprocessing (plan.json inside model.pt): LPS reorientation, body crop (HU > {plan.body_threshold_hu:g}),
   working spacing {plan.spacing_mm} mm (cohort median), patch {plan.patch_size},
@@ -283,12 +306,13 @@ starting point for fine-tuning on real hospital data.
 | (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |
 | test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
 
-All three cohorts are made by the current generator: `python benchmarks/train_default_model.py`
-on an empty work folder re-makes them and this model (same seeds; CPU training is deterministic).
+All three cohorts are made by the current generator (same seeds, bit-identical on the CPU and the
+GPU machine: `gpu_session.json` records their hashes).
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};
-2 shared CPU cores).
+{machine}).
+Chosen among the candidates by mean Dice on the fine-tune's validation patients (input grid): {selection}.
 Fine-tune config sha256 `{config}`.
 
 ## Metrics on the synthetic test cohort (seed {test[seed]}, input grid, rules enforced; CTVn {composition})
@@ -323,11 +347,17 @@ def ship(fine_run: Path, pre_run: Path, work: Path) -> None:
         "pretrain": {k: pre_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases")},
         "finetune": {k: fine_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
         "shipped_run": fine_run.name,
+        "network": pre_info["config"]["network"],  # the fine-tunes inherit the pretraining's architecture
+        "trained_on": {"device": fine_info["config"]["device"], "pretrain_minutes": pre_info["config"].get("max_minutes"), "finetune_minutes": fine_info["config"].get("max_minutes")},
     }
+    selection = work / "selection.json"
+    if selection.is_file():
+        meta["selection"] = json.loads(selection.read_text())
     if fine_run.name.endswith("_continued"):
         first = json.loads((work / fine_run.name.removesuffix("_continued") / "run.json").read_text())
         meta["finetune_first"] = {k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")}
-    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version="0.1.0", config_sha256=model.config_sha256, meta=meta, half=True)
+        meta["trained_on"].update(finetune_minutes=first["config"].get("max_minutes"), continue_minutes=fine_info["config"].get("max_minutes"))
+    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 
 
