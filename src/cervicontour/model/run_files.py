@@ -80,7 +80,8 @@ def plot_curves(log_csv: Path, png: Path, structures) -> Path:
         ax1.plot(steps, smooth, color="C0", label=f"{window}-step mean")
     ax1.set_xlabel("step")
     ax1.set_ylabel("Dice + BCE loss")
-    ax1.legend()
+    if train:  # a run stopped before its first step has no curve to label
+        ax1.legend()
     for n in structures:
         pts = [(int(r["step"]), float(r[f"dice_{n}"])) for r in val if r.get(f"dice_{n}") not in (None, "") and not math.isnan(float(r[f"dice_{n}"]))]
         if pts:
