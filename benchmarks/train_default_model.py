@@ -38,14 +38,12 @@ VERSION = "0.2.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
-DATA: Path | None = None  # --data: cohorts shared between work folders (default WORK/data)
-
-
-def cohort(work: Path, name: str) -> Path:
+def cohort(data: Path, name: str) -> Path:
+    """The synthetic cohort ``name`` under the folder ``data``, synthesized if it is not there."""
     from cervicontour.synth import synthesize_cohort
 
     patients, seed = COHORTS[name]
-    path = (DATA or work / "data") / f"{name}_s{seed}"
+    path = data / f"{name}_s{seed}"
     if not (path / "notes.csv").is_file():
         if path.exists():
             shutil.rmtree(path)
@@ -92,12 +90,11 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    global DATA
-    DATA = args.data
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    data = args.data or work / "data"  # --data: cohorts shared between work folders
     if args.stage == "data":
-        make_cohorts(work)
+        make_cohorts(data)
         return
     common = {"device": args.device, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every, "patch_size": tuple(args.patch) if args.patch else None}
 
@@ -108,33 +105,33 @@ def main() -> None:
     if args.stage in ("all", "pretrain"):
         config = TrainConfig(structures=source_structures(), steps=args.pretrain_steps, val_every=300, val_cases=2, folds=10, seed=1, threads=args.threads, network=args.network)
         config = config.replace(**common, **timed(args.pretrain_minutes))
-        train(cohort(work, "source"), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
+        train(cohort(data, "source"), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
     if args.stage == "finetune":
         config = TrainConfig(steps=args.finetune_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
-        train(cohort(work, "target"), fine_run, config, init=pre_run, resume=(fine_run / "checkpoint_last.pt").is_file(), on_progress=progress("finetune"))
+        train(cohort(data, "target"), fine_run, config, init=pre_run, resume=(fine_run / "checkpoint_last.pt").is_file(), on_progress=progress("finetune"))
     if args.stage == "continue" and args.continue_steps:
         more = work / "finetune_continued"
         # same seed as the fine-tune: the same train/validation split
         config = TrainConfig(steps=args.continue_steps, lr=1e-3, val_every=200, val_cases=4, folds=5, seed=2, threads=args.threads)
-        train(cohort(work, "target"), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
+        train(cohort(data, "target"), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
     nodal_run = work / ("finetune_nodal_soft" if args.soft_labels else "finetune_nodal")
     nodal_more = work / f"{nodal_run.name}_continued"
     if args.stage in ("all", "nodal"):
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full", soft_labels=args.soft_labels)
         config = config.replace(**common, **timed(args.nodal_minutes))
-        train(cohort(work, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
+        train(cohort(data, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
     if args.stage in ("all", "nodal-continue"):  # same seed as the nodal fine-tune: the same train/validation split
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
         config = config.replace(**common, **timed(args.continue_minutes))
-        train(cohort(work, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
+        train(cohort(data, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
     if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
         run = work / (args.ship_run or "finetune_nodal")
-        evaluate(work, model=run, out=ROOT / "benchmarks" / "results" / f"candidate_{run.name}_eval.json", card=False)
+        evaluate(work, data, model=run, out=ROOT / "benchmarks" / "results" / f"candidate_{run.name}_eval.json", card=False)
         return
     if args.stage == "evaluate":
-        evaluate(work)
+        evaluate(work, data)
         return
     if args.ship_run:
         best = work / args.ship_run
@@ -142,29 +139,23 @@ def main() -> None:
         # keep whichever fine-tune scores better on its validation patients (never the test set)
         nodal = [work / f"finetune_nodal{v}{c}" for v in ("", "_soft") for c in ("", "_continued")]
         runs = [r for r in nodal if (r / "model.pt").is_file()] or [r for r in (fine_run, work / "finetune_continued") if (r / "model.pt").is_file()]
-        best = select(work, runs)
+        best = select(work, data, runs)
         if args.stage == "select":
             return
     ship(best, pre_run, work)
-    evaluate(work)
+    evaluate(work, data)
 
 
-def make_cohorts(work: Path) -> None:
+def make_cohorts(data: Path) -> None:
     """The three cohorts, synthesized side by side (one process each)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(len(COHORTS)) as pool:
-        for path in pool.map(_make_cohort, [(work, name, DATA) for name in COHORTS]):
+        for path in pool.map(cohort, [data] * len(COHORTS), list(COHORTS)):
             print("cohort ready:", path, flush=True)
 
 
-def _make_cohort(job) -> Path:
-    global DATA
-    work, name, DATA = job
-    return cohort(work, name)
-
-
-def select(work: Path, runs: list[Path]) -> Path:
+def select(work: Path, data: Path, runs: list[Path]) -> Path:
     """The run with the best mean Dice over the five primary structures on the fine-tune's
     validation patients (never the test set), scored like the test set: on each patient's own grid,
     rules enforced, CTVn composed from the reference's nodal groups. Binary- and soft-label runs
@@ -173,7 +164,7 @@ def select(work: Path, runs: list[Path]) -> Path:
     from cervicontour.model import load_model
     from cervicontour.pipeline import predict
 
-    target = cohort(work, "target")
+    target = cohort(data, "target")
     val = sorted({pid for r in runs for pid in json.loads((r / "run.json").read_text())["val_cases"]})
     view = work / "data" / "target_validation"
     if view.exists():
@@ -199,7 +190,7 @@ def select(work: Path, runs: list[Path]) -> Path:
     return best
 
 
-def evaluate(work: Path, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
+def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
     """Score a model on the test cohort (seed 3003, never trained on); write the model card.
 
     A model that predicts the nodal groups composes each patient's CTVn from the groups that
@@ -210,7 +201,7 @@ def evaluate(work: Path, model: str | Path = "default", out: Path | None = None,
     from cervicontour.model import load_model
     from cervicontour.pipeline import predict
 
-    test = cohort(work, "test")
+    test = cohort(data, "test")
     pred = work / ("test_predictions" if card else f"test_predictions_{Path(model).name}")
     if pred.exists():
         shutil.rmtree(pred)
