@@ -12,7 +12,7 @@ Experiments (equal budget = equal optimiser steps of the same network and 48×48
   spacing          N = 10: cohort-median working spacing vs a coarser fixed 5 × 5 × 7 mm
 
 Usage: python benchmarks/experiments.py [--exp all|learning_curve|multi_vs_single|spacing] [--steps 120]
-       [--work out/experiments] [--source out/default_model/pretrain]
+       [--work out/experiments] [--source out/default_model/pretrain] [--transfer]
 Writes benchmarks/results/<exp>.json and .png.
 """
 
@@ -125,28 +125,30 @@ def learning_curve(steps: int, test: Path) -> dict:
     return {"experiment": "learning_curve", "steps_per_run": steps, "results": results}
 
 
-def multi_vs_single(steps: int, test: Path) -> dict:
+def multi_vs_single(steps: int, test: Path, transfer: bool = False) -> dict:
     data = subset(cohort("pool", 20, 5005), 10)
-    multi = run("mvs_multi", data, base_config(steps))
-    multi["test"] = evaluate_model(WORK / "runs" / "mvs_multi", test)
+    init, tag = (SOURCE, "_transfer") if transfer else (None, "")
+    multi = run(f"mvs_multi{tag}", data, base_config(steps), init=init)
+    multi["test"] = evaluate_model(WORK / "runs" / f"mvs_multi{tag}", test)
     singles = {}
     per = max(steps // len(PRIMARY), 1)
     for name in PRIMARY:
-        record = run(f"mvs_single_{name}", data, base_config(per, structures=(name,)))
-        record["test"] = evaluate_model(WORK / "runs" / f"mvs_single_{name}", test, structures=(name,))
+        record = run(f"mvs_single_{name}{tag}", data, base_config(per, structures=(name,)), init=init)
+        record["test"] = evaluate_model(WORK / "runs" / f"mvs_single_{name}{tag}", test, structures=(name,))
         singles[name] = record
-    return {"experiment": "multi_vs_single", "total_steps_each_arm": steps, "steps_per_single_model": per, "multi": multi, "single": singles}
+    return {"experiment": "multi_vs_single", "init": "transfer from the source" if transfer else "scratch", "total_steps_each_arm": steps, "steps_per_single_model": per, "multi": multi, "single": singles}
 
 
-def spacing(steps: int, test: Path) -> dict:
+def spacing(steps: int, test: Path, transfer: bool = False) -> dict:
     data = subset(cohort("pool", 20, 5005), 10)
+    init, tag = (SOURCE, "_transfer") if transfer else (None, "")
     out = {}
     for label, sp in (("median", None), ("fixed_5x5x7", (5.0, 5.0, 7.0))):
-        record = run(f"spacing_{label}", data, base_config(steps, spacing_mm=sp))
-        plan = json.loads((WORK / "runs" / f"spacing_{label}" / "plan.json").read_text())
-        record.update({"spacing_mm": plan["spacing_mm"], "patch_size": plan["patch_size"], "test": evaluate_model(WORK / "runs" / f"spacing_{label}", test)})
+        record = run(f"spacing_{label}{tag}", data, base_config(steps, spacing_mm=sp), init=init)
+        plan = json.loads((WORK / "runs" / f"spacing_{label}{tag}" / "plan.json").read_text())
+        record.update({"spacing_mm": plan["spacing_mm"], "patch_size": plan["patch_size"], "test": evaluate_model(WORK / "runs" / f"spacing_{label}{tag}", test)})
         out[label] = record
-    return {"experiment": "spacing", "steps_per_run": steps, "results": out}
+    return {"experiment": "spacing", "init": "transfer from the source" if transfer else "scratch", "steps_per_run": steps, "results": out}
 
 
 def plot(result: dict, png: Path) -> None:
@@ -181,7 +183,7 @@ def plot(result: dict, png: Path) -> None:
     ax.set_ylabel("mean Dice on the synthetic test set (seed 3003)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title(f"{exp} (synthetic data; CPU budget per run: {result.get('steps_per_run', result.get('total_steps_each_arm'))} steps)", fontsize=9)
+    ax.set_title(f"{exp}, {result.get('init', 'scratch')} (synthetic data; CPU budget per run: {result.get('steps_per_run', result.get('total_steps_each_arm'))} steps)", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
@@ -196,6 +198,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--work", type=Path, default=WORK, help="cohorts and runs (a new folder re-makes the cohorts with the current generator)")
     parser.add_argument("--source", type=Path, default=SOURCE, help="the pretraining run the transfer arms start from")
+    parser.add_argument("--transfer", action="store_true", help="multi_vs_single, spacing: every arm fine-tunes from --source (writes <exp>_transfer.json)")
     args = parser.parse_args()
     WORK, SOURCE = args.work, args.source
     torch.set_num_threads(1)
@@ -204,11 +207,15 @@ def main() -> None:
     todo = ["multi_vs_single", "spacing", "learning_curve"] if args.exp == "all" else [args.exp]
     for exp in todo:
         t = time.time()
-        result = {"learning_curve": learning_curve, "multi_vs_single": multi_vs_single, "spacing": spacing}[exp](args.steps, test)
+        if exp == "learning_curve":
+            result, name = learning_curve(args.steps, test), exp
+        else:
+            result = {"multi_vs_single": multi_vs_single, "spacing": spacing}[exp](args.steps, test, transfer=args.transfer)
+            name = f"{exp}_transfer" if args.transfer else exp
         result.update({"data": {"pool": "synth small, 20 patients, seed 5005", "test": "synth small, 10 patients, seed 3003", "source": f"{SOURCE.relative_to(ROOT) if SOURCE.is_relative_to(ROOT) else SOURCE} (train_default_model.py pretrain: synth small, 40 patients, seed 1001)"}, "machine": "2 shared CPU cores, torch CPU fp32, 1 thread per run", "wall_seconds": round(time.time() - t)})
-        (RESULTS / f"{exp}.json").write_text(json.dumps(result, indent=2))
-        plot(result, RESULTS / f"{exp}.png")
-        print(f"wrote {RESULTS / exp}.json/.png", flush=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+        plot(result, RESULTS / f"{name}.png")
+        print(f"wrote {RESULTS / name}.json/.png", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,17 @@ def test_fine_tune_loads_everything_but_the_head(tiny_cohort, source_run, tmp_pa
     assert plan["structures"] == list(TINY.structures)
 
 
+def test_a_configured_spacing_overrides_the_source_plan(tiny_cohort, source_run, tmp_path):
+    from cervicontour.model import train
+
+    train(tiny_cohort, tmp_path / "fine", TINY.replace(steps=1, spacing_mm=(9.0, 9.0, 12.0)), init=source_run)
+    src_plan = json.loads((source_run / "plan.json").read_text())
+    plan = json.loads((tmp_path / "fine" / "plan.json").read_text())
+    assert src_plan["spacing_mm"] != [9.0, 9.0, 12.0]
+    assert plan["spacing_mm"] == [9.0, 9.0, 12.0] and plan["spacing_rule"] == "fixed"
+    assert plan["normalization"] == src_plan["normalization"]  # the source's intensity model is kept
+
+
 def test_frozen_encoder_stays_exactly_the_source_encoder(tiny_cohort, source_run, tmp_path):
     from cervicontour.model import load_model, train
 

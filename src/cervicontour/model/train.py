@@ -171,6 +171,8 @@ def train(
         from dataclasses import replace
 
         plan = replace(plan, patch_size=_fit_patch(plan.patch_size, stride))
+        if config.spacing_mm is not None:  # a fixed working spacing set in the config wins over the source's
+            plan = replace(plan, spacing_mm=tuple(config.spacing_mm), spacing_rule="fixed")
     else:
         spacing = config.spacing_mm if config.spacing_mm is not None else (source.spacing_mm if source is not None else None)
         plan = make_plan(train_cases, structures, spacing_mm=spacing, budget_voxels=config.patch_budget_voxels, divisor=stride)
