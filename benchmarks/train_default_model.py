@@ -298,7 +298,7 @@ starting point for fine-tuning on real hospital data.
 | test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
 
 All three cohorts are made by the current generator (same seeds, bit-identical on the CPU and the
-GPU machine: `gpu_session.json` records their hashes).
+GPU machine: `benchmarks/results/gpu_session/session1_arms.json` records their hashes).
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};
