@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--nodal-minutes", type=float, default=None, help="likewise for the nodal fine-tune")
     parser.add_argument("--continue-minutes", type=float, default=None, help="likewise for the nodal continuation")
     parser.add_argument("--checkpoint-every", type=int, default=25)
+    parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work
@@ -138,11 +139,11 @@ def main() -> None:
     else:
         # keep whichever fine-tune scores better on its validation patients (never the test set)
         nodal = [work / f"finetune_nodal{v}{c}" for v in ("", "_soft") for c in ("", "_continued")]
-        runs = [r for r in nodal if (r / "model.pt").is_file()] or [r for r in (fine_run, work / "finetune_continued") if (r / "model.pt").is_file()]
+        runs = args.runs or [r for r in nodal if (r / "model.pt").is_file()] or [r for r in (fine_run, work / "finetune_continued") if (r / "model.pt").is_file()]
         best = select(work, data, runs)
         if args.stage == "select":
             return
-    ship(best, pre_run, work)
+    ship(best, work)
     evaluate(work, data)
 
 
@@ -324,14 +325,15 @@ how well the model would do on real CT.
 """
 
 
-def ship(fine_run: Path, pre_run: Path, work: Path) -> None:
-    """Copy the fine-tuned model into the package as float16 and record where it came from."""
+def ship(fine_run: Path, work: Path) -> None:
+    """Copy the fine-tuned model into the package as float16 and record where it came from (its
+    pretraining is the run folder's sibling ``pretrain``; the selection is ``WORK/selection.json``)."""
     from cervicontour.model import load_model, save_model
 
     model = load_model(fine_run)
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
     fine_info = json.loads((fine_run / "run.json").read_text())
-    pre_info = json.loads((pre_run / "run.json").read_text())
+    pre_info = json.loads((fine_run.parent / "pretrain" / "run.json").read_text())
     meta = {
         "trained_by": "benchmarks/train_default_model.py",
         "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth"} for name, (p, s) in COHORTS.items()},
@@ -345,7 +347,7 @@ def ship(fine_run: Path, pre_run: Path, work: Path) -> None:
     if selection.is_file():
         meta["selection"] = json.loads(selection.read_text())
     if fine_run.name.endswith("_continued"):
-        first = json.loads((work / fine_run.name.removesuffix("_continued") / "run.json").read_text())
+        first = json.loads((fine_run.parent / fine_run.name.removesuffix("_continued") / "run.json").read_text())
         meta["finetune_first"] = {k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")}
         meta["trained_on"].update(finetune_minutes=first["config"].get("max_minutes"), continue_minutes=fine_info["config"].get("max_minutes"))
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
