@@ -2,14 +2,18 @@
 against TotalSegmentator's own *predicted* bladder (label 21; a model output, not ground truth).
 
 Acceptance target from issue 5: Dice ≥ 0.80. Needs ../shared/data/real/totalsegmentator/.
+Also (no target; information): the model's CTVn (default nodal groups) against the guideline CTVn our
+TotalSegmentator baseline derives from the same labels (iliac vessels + 7 mm − bone/muscle + presacral
+strip, Taylor 2005; ``cervicontour.baselines.totalseg``) — the only real-CT signal for CTVn we have.
 Usage: python benchmarks/real_ct_bladder.py [--model default|RUN] [--tta] [--out JSON]
-Writes benchmarks/results/real_ct_bladder.json (or --out).
+Writes benchmarks/results/real_ct_bladder.json (or --out) and an overlay PNG beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
 
 
 def main() -> None:
+    from cervicontour.baselines.totalseg import run_baseline
     from cervicontour.io import read_nifti
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
@@ -38,15 +43,26 @@ def main() -> None:
     result = predict_case(ct, model, tta=args.tta)
     seconds = time.perf_counter() - t
     row = evaluate_pair(reference, result.masks["Bladder"], tolerances_mm=(3.0,))
+    with tempfile.TemporaryDirectory() as tmp:
+        _, baseline = run_baseline(REAL / "example_ct.nii.gz", tmp, ts_output=REAL / "example_seg_fast_force_split.nii.gz")
+    ctvn = evaluate_pair(baseline.ctvn, result.masks["CTVn"], tolerances_mm=(3.0,))
     out = {
         "data": "TotalSegmentator example_ct.nii.gz (real CT, 122x101x112, 3 mm, probably male); reference = TotalSegmentator --fast prediction label 21 urinary_bladder (a model output)",
         "model": str(model.path), "tta": args.tta, "bladder": {k: row[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
         "target_dice": 0.80, "predict_seconds": round(seconds, 2),
         "other_structures_cc": {n: r["volume_cc"] for n, r in result.structures.items()},
+        "ctvn_vs_guideline": {
+            "reference": "guideline CTVn from TotalSegmentator's labels (iliac vessels + 7 mm - bone/muscle + presacral 10 mm; benchmarks/totalseg_ctvn_real.py); no target",
+            **{k: ctvn[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float))
-    print(json.dumps(out["bladder"], default=float))
+    from cervicontour.report.preview import render_overlay
+
+    render_overlay(ct, {"Bladder (TotalSeg)": reference, "Bladder (ours)": result.masks["Bladder"], "CTVn (guideline)": baseline.ctvn, "CTVn (ours)": result.masks["CTVn"]},
+                   args.out.with_suffix(".png"), centre_on="CTVn (guideline)", title=f"real CT: model {model.name} {model.version} vs TotalSegmentator-derived references")  # fmt: skip
+    print(json.dumps({"bladder": out["bladder"], "ctvn_vs_guideline": {k: v for k, v in out["ctvn_vs_guideline"].items() if k != "reference"}}, default=float))
 
 
 if __name__ == "__main__":

@@ -202,3 +202,13 @@ def test_report_opens_in_headless_chromium_without_console_errors(report, tmp_pa
         assert picture.size == (1280, 1600)
         top = np.asarray(picture.convert("RGB"))[5:40, 600:680].reshape(-1, 3).mean(axis=0)
     assert top[0] > 150 and top[1] < 60 and top[2] < 80  # the red draft banner is at the top of the page
+
+
+def test_overlay_styles_pair_a_reference_and_a_prediction_of_one_structure():
+    from cervicontour.report.preview import COLOURS, _styles
+
+    style = _styles(["Bladder (reference)", "Bladder (ours)", "CTVn", "Femur_Head_L"])
+    assert style["Bladder (reference)"] == (COLOURS["Bladder"], "solid")
+    assert style["Bladder (ours)"] == (COLOURS["Bladder"], "dashed")  # same structure, second mask: dashed
+    assert style["CTVn"] == (COLOURS["CTVn"], "solid")
+    assert style["Femur_Head_L"] == ("white", "solid")  # no colour of its own

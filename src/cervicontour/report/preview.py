@@ -57,6 +57,17 @@ def _cropped(volume: Volume, box: tuple[slice, ...]) -> Volume:
     return Volume(volume.array[box], volume.spacing_mm, tuple(origin), volume.direction)
 
 
+def _styles(masks) -> dict[str, tuple[str, str]]:
+    """(colour, line style) per mask name: a name like ``"Bladder (reference)"`` takes its structure's
+    colour; a second mask of the same structure is drawn dashed (reference vs prediction)."""
+    out, seen = {}, set()
+    for name in masks:
+        base = name.split(" (")[0]
+        out[name] = (COLOURS.get(base, "white"), "dashed" if base in seen else "solid")
+        seen.add(base)
+    return out
+
+
 def render_overlay(
     image: Volume,
     masks: dict[str, Volume],
@@ -86,6 +97,7 @@ def render_overlay(
     centre = tuple(s // 2 for s in ct.shape)
     if centre_on in lps_masks and lps_masks[centre_on].array.any():
         centre = tuple(int(round(c)) for c in np.argwhere(lps_masks[centre_on].array).mean(axis=0))
+    style = _styles(masks)
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.6), facecolor="black")
     views = _views(ct.array, ct.spacing_mm, centre)
     mask_views = {n: _views(m.array, m.spacing_mm, centre) for n, m in lps_masks.items()}
@@ -95,11 +107,11 @@ def render_overlay(
         for structure, mviews in mask_views.items():
             mplane = mviews[col][1]
             if mplane.any():
-                ax.contour(mplane.astype(float), levels=[0.5], colors=[COLOURS.get(structure, "white")],
+                ax.contour(mplane.astype(float), levels=[0.5], colors=[style[structure][0]], linestyles=[style[structure][1]],
                            linewidths=1.2, extent=extent, origin="upper")
         ax.set_title(name, color="white")
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=COLOURS.get(n, "white"), label=n) for n in masks]
+    handles = [plt.Line2D([], [], color=style[n][0], linestyle=style[n][1], label=n) for n in masks]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), facecolor="black", labelcolor="white",
                frameon=False)
     orient = "axial/coronal: patient right on image left · sagittal: anterior on left"
