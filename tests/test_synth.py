@@ -184,3 +184,28 @@ def test_bladder_filling_spans_the_full_bladder_protocol_range():
     assert volumes_cc.min() < 50.0  # nearly empty bladders too
     assert np.mean(volumes_cc > 479.0) > 0.05  # a real 479 cc bladder is not out of range
     assert volumes_cc.max() < 900.0
+
+
+def test_edge_rate_override_changes_only_the_edge_decisions(tmp_path):
+    from cervicontour.cohort import load_cohort, read_notes
+    from cervicontour.synth import synthesize_cohort
+
+    name = "no contrast - hard to see LNs"
+    base = synthesize_cohort(tmp_path / "base", patients=7, seed=21)
+    every = synthesize_cohort(tmp_path / "every", patients=7, seed=21, edge_rates={name: 1.0})
+    base_notes, every_notes = read_notes(base / "notes.csv"), read_notes(every / "notes.csv")
+    base, every = load_cohort(base), load_cohort(every)
+    # the schedule covers patients 2-5; patients 1, 6 and 7 draw their edge cases at the given rate
+    for pid in ("SYN001", "SYN006", "SYN007"):
+        assert name in every_notes[pid]
+    for pid in ("SYN002", "SYN003", "SYN004", "SYN005"):
+        assert every_notes[pid] == base_notes[pid]
+        assert (every[pid].load_image().array == base[pid].load_image().array).all()
+
+
+def test_unknown_edge_rate_is_refused(tmp_path):
+    from cervicontour.errors import InputError
+    from cervicontour.synth import synthesize_cohort
+
+    with pytest.raises(InputError, match="unknown edge cases"):
+        synthesize_cohort(tmp_path / "c", patients=6, seed=1, edge_rates={"no contrst": 0.5})

@@ -8,7 +8,7 @@ table 3.2) appear at fixed positions so that even a small cohort has them, with 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,17 @@ def patient_id(index: int) -> str:
     return f"SYN{index + 1:03d}"
 
 
-def edge_cases(index: int, rng: np.random.Generator) -> tuple[str, ...]:
+def edge_cases(index: int, rng: np.random.Generator, rates: Mapping[str, float] | None = None) -> tuple[str, ...]:
+    """The edge cases of labelled patient ``index``: the schedule's, else drawn at ``EDGE_RATES``
+    (``rates`` overrides some; one draw per edge case either way, so the rest of the patient's
+    random stream does not move)."""
     if index in EDGE_SCHEDULE:
         return EDGE_SCHEDULE[index]
-    return tuple(name for name, rate in EDGE_RATES.items() if rng.random() < rate)
+    unknown = set(rates or {}) - set(EDGE_RATES)
+    if unknown:
+        raise InputError(f"unknown edge cases {sorted(unknown)}; known: {', '.join(EDGE_RATES)}")
+    rates = {**EDGE_RATES, **(rates or {})}
+    return tuple(name for name in EDGE_RATES if rng.random() < rates[name])
 
 
 def to_ras(volume: Volume) -> Volume:
@@ -58,8 +65,12 @@ def synthesize_cohort(
     seed: int = 0,
     size: str = "small",
     on_case: Callable[[str], None] | None = None,
+    edge_rates: Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
+
+    ``edge_rates`` overrides some of :data:`EDGE_RATES` (e.g. ``{"no contrast - hard to see LNs": 0.5}``
+    for a cohort of mostly unenhanced CTs).
 
     Every fourth patient is stored RAS instead of LPS (the world geometry is the same), so that
     every consumer is exercised on both orientations.
@@ -79,7 +90,7 @@ def synthesize_cohort(
     for index in range(patients + holdout):
         labelled = index < patients
         rng = np.random.default_rng([seed, index])
-        edge = edge_cases(index, rng) if labelled else ()
+        edge = edge_cases(index, rng, edge_rates) if labelled else ()
         case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled)
         image, structures = case.image, case.structures
         if index % 4 == 3:
