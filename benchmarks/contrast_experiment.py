@@ -22,14 +22,12 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
 NO_CONTRAST = "no contrast - hard to see LNs"
 
 
@@ -37,13 +35,13 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import real_ct_bladder as real
     import train_default_model as recipe
 
-    from cervicontour.baselines.totalseg import run_baseline
     from cervicontour.io import read_nifti
-    from cervicontour.metrics import evaluate_cohort, evaluate_pair
+    from cervicontour.metrics import evaluate_cohort
     from cervicontour.model import TrainConfig, load_model, train
-    from cervicontour.pipeline import predict, predict_case
+    from cervicontour.pipeline import predict
     from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
     from cervicontour.synth import synthesize_cohort
 
@@ -53,8 +51,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "out" / "default_v4" / "data", help="the recipe's cohorts (target and test)")
     parser.add_argument("--init", type=Path, default=ROOT / "out" / "default_v4" / "finetune_nodal_continued")
     args = parser.parse_args()
-    if not REAL.is_dir():
-        raise SystemExit(f"real data not present: {REAL}")
+    if not real.REAL.is_dir():
+        raise SystemExit(f"real data not present: {real.REAL}")
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
     control = recipe.cohort(args.data, "target")
@@ -63,11 +61,8 @@ def main() -> None:
         shutil.rmtree(nc50, ignore_errors=True)
         synthesize_cohort(nc50, patients=recipe.COHORTS["target"][0], seed=recipe.COHORTS["target"][1], edge_rates={NO_CONTRAST: 0.5})
     test = recipe.cohort(args.data, "test")
-    ct = read_nifti(REAL / "example_ct.nii.gz")
-    seg = read_nifti(REAL / "example_seg_fast_force_split.nii.gz")
-    bladder_ref = seg.with_array((seg.array == 21).astype("uint8"))
-    with tempfile.TemporaryDirectory() as tmp:
-        _, baseline = run_baseline(REAL / "example_ct.nii.gz", tmp, ts_output=REAL / "example_seg_fast_force_split.nii.gz")
+    ct = read_nifti(real.REAL / "example_ct.nii.gz")
+    refs = real.references(ct)
 
     record = {"data": "synthetic target cohorts (seed 2002, 100 patients) and test cohort (seed 3003); real CT: TotalSegmentator example (unenhanced), references = TotalSegmentator outputs",
               "init": str(args.init.relative_to(ROOT) if args.init.is_relative_to(ROOT) else args.init), "steps": args.steps, "arms": {}}  # fmt: skip
@@ -86,12 +81,10 @@ def main() -> None:
         rows = [r for r in evaluate_cohort(test, pred).rows if r["structure"] in PRIMARY]
         synthetic = {s: round(float(np.mean([r["dice"] for r in rows if r["structure"] == s])), 4) for s in PRIMARY}
         unenhanced = {r["structure"]: round(float(r["dice"]), 4) for r in rows if r["patient_id"] == "SYN005"}
-        real = predict_case(ct, load_model(run))
-        b = evaluate_pair(bladder_ref, real.masks["Bladder"], tolerances_mm=(3.0,))
-        c = evaluate_pair(baseline.ctvn, real.masks["CTVn"], tolerances_mm=(3.0,))
+        scores, _, _ = real.score(ct, refs, load_model(run))
         record["arms"][arm] = {
             "unenhanced_training_patients": notes.count(NO_CONTRAST), "test_dice": synthetic, "test_SYN005_unenhanced_dice": unenhanced,
-            "real_ct": {"bladder": {k: b[k] for k in ("dice", "volume_pred_cc")}, "ctvn_vs_guideline": {k: c[k] for k in ("dice", "hd95_mm", "volume_pred_cc")}},
+            "real_ct": {"bladder": {k: scores["bladder"][k] for k in ("dice", "volume_pred_cc")}, "ctvn_vs_guideline": {k: scores["ctvn_vs_guideline"][k] for k in ("dice", "hd95_mm", "volume_pred_cc")}},
         }  # fmt: skip
         print(arm, json.dumps(record["arms"][arm], default=float), flush=True)
     out = ROOT / "benchmarks" / "results" / "contrast_experiment.json"

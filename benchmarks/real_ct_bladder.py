@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,12 +20,33 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "totalsegmentator"
 
 
-def main() -> None:
-    from cervicontour.baselines.totalseg import run_baseline
-    from cervicontour.io import read_nifti
+def references(ct):
+    """TotalSegmentator's bladder (``urinary_bladder`` as predicted) and the guideline CTVn derived
+    from its labels (:func:`cervicontour.baselines.totalseg.guideline_ctvn`), on ``ct``'s grid."""
+    from cervicontour.baselines.totalseg import guideline_ctvn, load_labels
+
+    return guideline_ctvn(load_labels(REAL / "example_seg_fast_force_split.nii.gz", ct))
+
+
+def score(ct, refs, model, *, tta: bool = False):
+    """``(scores, prediction, seconds)``: Bladder and CTVn of ``model`` on the real CT against ``refs``."""
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.model import load_model
     from cervicontour.pipeline import predict_case
+
+    t = time.perf_counter()
+    result = predict_case(ct, model, tta=tta)
+    seconds = time.perf_counter() - t
+    def row(reference, structure):
+        values = evaluate_pair(reference, result.masks[structure], tolerances_mm=(3.0,))
+        return {k: values[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")}
+
+    return {"bladder": row(refs.bladder, "Bladder"), "ctvn_vs_guideline": row(refs.ctvn, "CTVn")}, result, seconds
+
+
+def main() -> None:
+    from cervicontour.io import read_nifti
+    from cervicontour.model import load_model
+    from cervicontour.report.preview import render_overlay
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default")
@@ -36,33 +56,24 @@ def main() -> None:
     if not REAL.is_dir():
         raise SystemExit(f"real data not present: {REAL}")
     ct = read_nifti(REAL / "example_ct.nii.gz")
-    seg = read_nifti(REAL / "example_seg_fast_force_split.nii.gz")
-    reference = seg.with_array((seg.array == 21).astype("uint8"))
+    refs = references(ct)
     model = load_model(args.model)
-    t = time.perf_counter()
-    result = predict_case(ct, model, tta=args.tta)
-    seconds = time.perf_counter() - t
-    row = evaluate_pair(reference, result.masks["Bladder"], tolerances_mm=(3.0,))
-    with tempfile.TemporaryDirectory() as tmp:
-        _, baseline = run_baseline(REAL / "example_ct.nii.gz", tmp, ts_output=REAL / "example_seg_fast_force_split.nii.gz")
-    ctvn = evaluate_pair(baseline.ctvn, result.masks["CTVn"], tolerances_mm=(3.0,))
+    scores, result, seconds = score(ct, refs, model, tta=args.tta)
     out = {
         "data": "TotalSegmentator example_ct.nii.gz (real CT, 122x101x112, 3 mm, probably male); reference = TotalSegmentator --fast prediction label 21 urinary_bladder (a model output)",
-        "model": str(model.path), "tta": args.tta, "bladder": {k: row[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
+        "model": str(model.path), "tta": args.tta, "bladder": scores["bladder"],
         "target_dice": 0.80, "predict_seconds": round(seconds, 2),
         "other_structures_cc": {n: r["volume_cc"] for n, r in result.structures.items()},
         "ctvn_vs_guideline": {
             "reference": "guideline CTVn from TotalSegmentator's labels (iliac vessels + 7 mm - bone/muscle + presacral 10 mm; benchmarks/totalseg_ctvn_real.py); no target",
-            **{k: ctvn[k] for k in ("dice", "hd95_mm", "volume_ref_cc", "volume_pred_cc")},
+            **scores["ctvn_vs_guideline"],
         },
-    }
+    }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float))
-    from cervicontour.report.preview import render_overlay
-
-    render_overlay(ct, {"Bladder (TotalSeg)": reference, "Bladder (ours)": result.masks["Bladder"], "CTVn (guideline)": baseline.ctvn, "CTVn (ours)": result.masks["CTVn"]},
+    render_overlay(ct, {"Bladder (TotalSeg)": refs.bladder, "Bladder (ours)": result.masks["Bladder"], "CTVn (guideline)": refs.ctvn, "CTVn (ours)": result.masks["CTVn"]},
                    args.out.with_suffix(".png"), centre_on="CTVn (guideline)", title=f"real CT: model {model.name} {model.version} vs TotalSegmentator-derived references")  # fmt: skip
-    print(json.dumps({"bladder": out["bladder"], "ctvn_vs_guideline": {k: v for k, v in out["ctvn_vs_guideline"].items() if k != "reference"}}, default=float))
+    print(json.dumps(scores, default=float))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,11 @@ class CaseArrays:
     def threshold(self) -> int:
         """Smallest stored label value that counts as inside (fraction ≥ 0.5)."""
         return (self.label_max + 1) // 2
+
+    @cached_property
+    def present(self) -> tuple[int, ...]:
+        """Channels with at least one inside voxel (computed once per case, not per sampled patch)."""
+        return tuple(c for c in range(self.labels.shape[0]) if (self.labels[c] >= self.threshold).any())
 
     def mask(self, channel: int) -> np.ndarray:
         """Channel ``channel`` as a binary mask (fraction ≥ 0.5), uint8."""
@@ -155,11 +161,10 @@ def sample_batch(
     for _ in range(batch_size):
         item = data[int(rng.integers(len(data)))]
         shape = np.asarray(item.image.shape)
-        inside = item.labels >= item.threshold
-        present = [c for c in range(item.labels.shape[0]) if inside[c].any()]
+        present = item.present
         if present and rng.random() < fg_oversample:
             channel = present[int(rng.integers(len(present)))]
-            voxels = np.flatnonzero(inside[channel])
+            voxels = np.flatnonzero(item.labels[channel] >= item.threshold)
             centre = np.asarray(np.unravel_index(voxels[int(rng.integers(voxels.size))], shape))
         else:
             centre = np.asarray([int(rng.integers(max(n, 1))) for n in shape])
