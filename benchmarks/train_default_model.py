@@ -34,20 +34,23 @@ import numpy as np
 from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.2.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset
+VERSION = "0.3.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
+PHANTOM = 1  # anatomy version of the cohorts this run makes or reads (--phantom)
 
 
-def cohort(data: Path, name: str) -> Path:
-    """The synthetic cohort ``name`` under the folder ``data``, synthesized if it is not there."""
+def cohort(data: Path, name: str, phantom: int | None = None) -> Path:
+    """The synthetic cohort ``name`` under the folder ``data``, synthesized if it is not there
+    (phantom 1: ``<name>_s<seed>``; phantom 2: ``<name>_s<seed>_phantom2``)."""
     from cervicontour.synth import synthesize_cohort
 
+    phantom = phantom or PHANTOM
     patients, seed = COHORTS[name]
-    path = data / f"{name}_s{seed}"
+    path = data / (f"{name}_s{seed}" + (f"_phantom{phantom}" if phantom != 1 else ""))
     if not (path / "notes.csv").is_file():
         if path.exists():
             shutil.rmtree(path)
-        synthesize_cohort(path, patients=patients, seed=seed, size="small")
+        synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=phantom)
     return path
 
 
@@ -72,7 +75,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "candidate", "select", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "adapt", "candidate", "select", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
     parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the better nodal fine-tune on validation")
     parser.add_argument("--continue-steps", type=int, default=0, help="steps of the lr-1e-3 continuation (stage nodal-continue: 0 means 1000; stage continue: 0 means none)")
@@ -88,8 +91,13 @@ def main() -> None:
     parser.add_argument("--nodal-minutes", type=float, default=None, help="likewise for the nodal fine-tune")
     parser.add_argument("--continue-minutes", type=float, default=None, help="likewise for the nodal continuation")
     parser.add_argument("--checkpoint-every", type=int, default=25)
+    parser.add_argument("--phantom", type=int, default=1, choices=[1, 2], help="anatomy version of the cohorts (cervicontour.synth.anatomy.PHANTOMS)")
+    parser.add_argument("--adapt-from", type=Path, default=None, help="stage adapt: the nodal run to continue on --phantom's target cohort (WORK/finetune_nodal_adapted)")
+    parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
+    global PHANTOM
+    PHANTOM = args.phantom
     torch.set_num_threads(args.threads)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -125,6 +133,14 @@ def main() -> None:
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
         config = config.replace(**common, **timed(args.continue_minutes))
         train(cohort(data, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
+    if args.stage == "adapt":  # a shipped chain continued on another phantom's target cohort (same seed: same split)
+        if args.adapt_from is None or not (args.adapt_from / "model.pt").is_file():
+            raise SystemExit(f"--stage adapt needs --adapt-from RUN with a model.pt, got {args.adapt_from}")
+        adapted = work / "finetune_nodal_adapted"
+        config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads)
+        config = config.replace(**common, **timed(args.adapt_minutes))
+        train(cohort(data, "target"), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
+        return
     if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
@@ -152,7 +168,7 @@ def make_cohorts(data: Path) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(len(COHORTS)) as pool:
-        for path in pool.map(cohort, [data] * len(COHORTS), list(COHORTS)):
+        for path in pool.map(cohort, [data] * len(COHORTS), list(COHORTS), [PHANTOM] * len(COHORTS)):
             print("cohort ready:", path, flush=True)
 
 
@@ -218,7 +234,7 @@ def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | 
     record = {
         "data": "synthetic phantom (cervicontour.synth), test cohort never trained on", "model": str(model),
         "ctvn_composition": "per patient, the nodal groups of the reference CTVn" if nodal else "predicted directly",
-        "test_cohort": {"patients": COHORTS["test"][0], "seed": COHORTS["test"][1], "size": "small"}, "predict_seconds_total": round(seconds, 1), "summary": table,
+        "test_cohort": {"patients": COHORTS["test"][0], "seed": COHORTS["test"][1], "size": "small", "phantom": PHANTOM}, "predict_seconds_total": round(seconds, 1), "summary": table,
     }  # fmt: skip
     out = out or ROOT / "benchmarks" / "results" / "default_model_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,10 +258,11 @@ def write_card(record: dict) -> None:
     card = CARD.format(
         size_mb=path.stat().st_size / 1e6, params=params, plan=model.plan, config=model.config_sha256,
         pre=meta["pretrain"], fine=meta["finetune"], table="\n".join(rows), test=record["test_cohort"],
-        seconds=record["predict_seconds_total"], source=meta["data"]["source"], target=meta["data"]["target"], shipped=meta.get("shipped_run", "finetune"),
+        seconds=record["predict_seconds_total"], source={"phantom": 1, **meta["data"]["source"]}, target={"phantom": 1, **meta["data"]["target"]}, shipped=meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
+        adaptation=_adaptation(meta), phantom=meta["data"]["test"].get("phantom", 1),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
@@ -259,6 +276,15 @@ def _machine(meta: dict) -> str:
                 f"{', continuation from the fine-tune stored as float16' if trained.get('continue_minutes') else ''}), the learning rate "
                 "decayed over each: GPU training is not bit-reproducible")  # fmt: skip
     return "2 shared CPU cores; CPU training is deterministic: `--stage all` on an empty work folder re-makes this model"
+
+
+def _adaptation(meta: dict) -> str:
+    a = meta.get("adapted")
+    if not a:
+        return ""
+    return (f"\n| adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2 "
+            f"(same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {'this CPU' if a['device'] == 'cpu' else a['device']}, "
+            f"lr 1e-3 decayed over the time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
 
 
 def _selection(meta: dict) -> str:
@@ -293,13 +319,15 @@ starting point for fine-tuning on real hospital data.
 ## Data (all made by `cervicontour.synth`, our own phantom; nothing downloaded)
 | use | cohort | patients |
 |---|---|---|
-| source pretraining: 35 anatomy labels + Bladder | `synth --size small --seed {source[seed]}` | {source[patients]} |
-| target fine-tuning (80 % train / 20 % validation, fold 0 of 5; validation Dice on 8 of them) | `synth --size small --seed {target[seed]}` | {target[patients]} |
-| (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |
-| test (never trained on) | `synth --size small --seed {test[seed]}` | {test[patients]} |
+| source pretraining: 35 anatomy labels + Bladder | `synth --size small --seed {source[seed]} --phantom {source[phantom]}` | {source[patients]} |
+| target fine-tuning (80 % train / 20 % validation, fold 0 of 5; validation Dice on 8 of them) | `synth --size small --seed {target[seed]} --phantom {target[phantom]}` | {target[patients]} |
+| (LN_ParaAortic channel: only the fine-tuning patients whose CTVn includes para-aortic nodes; for the others it is left out of the loss) | | |{adaptation}
+| test (never trained on) | `synth --size small --seed {test[seed]} --phantom {test[phantom]}` | {test[patients]} |
 
-All three cohorts are made by the current generator (same seeds, bit-identical on the CPU and the
-GPU machine: `benchmarks/results/gpu_session/session1_arms.json` records their hashes).
+Phantom versions (`cervicontour.synth.anatomy.PHANTOMS`): 1 runs the iliac vessels through the iliopsoas,
+2 along its surface, as in the pelvis; only the vessels differ, the same seed draws the same patients.
+The phantom-1 cohorts are bit-identical on the CPU and the GPU machine
+(`benchmarks/results/gpu_session/session1_arms.json` records their hashes).
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};
@@ -307,7 +335,7 @@ Made by `python benchmarks/train_default_model.py` (source pretraining {pre[step
 Chosen among the candidates by mean Dice on the fine-tune's validation patients (input grid): {selection}.
 Fine-tune config sha256 `{config}`.
 
-## Metrics on the synthetic test cohort (seed {test[seed]}, input grid, rules enforced; CTVn {composition})
+## Metrics on the synthetic test cohort (seed {test[seed]}, phantom {phantom}, input grid, rules enforced; CTVn {composition})
 | structure | Dice mean | Dice median [IQR] | HD95 mean (mm) | HD95 median (mm) |
 |---|---|---|---|---|
 {table}
@@ -332,11 +360,17 @@ def ship(fine_run: Path, work: Path) -> None:
 
     model = load_model(fine_run)
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
+    adapted_info = None
+    if fine_run.name == "finetune_nodal_adapted":  # the chain it continued is the run its `init` names
+        adapted_info = json.loads((fine_run / "run.json").read_text())
+        fine_run = Path(adapted_info["init"])
     fine_info = json.loads((fine_run / "run.json").read_text())
     pre_info = json.loads((fine_run.parent / "pretrain" / "run.json").read_text())
+    chain_phantom = 1 if adapted_info else PHANTOM
     meta = {
         "trained_by": "benchmarks/train_default_model.py",
-        "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth"} for name, (p, s) in COHORTS.items()},
+        "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth", "phantom": PHANTOM if name == "test" else chain_phantom}
+                 for name, (p, s) in COHORTS.items()},
         "pretrain": {k: pre_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases")},
         "finetune": {k: fine_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
         "shipped_run": fine_run.name,
@@ -350,6 +384,10 @@ def ship(fine_run: Path, work: Path) -> None:
         first = json.loads((fine_run.parent / fine_run.name.removesuffix("_continued") / "run.json").read_text())
         meta["finetune_first"] = {k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")}
         meta["trained_on"].update(finetune_minutes=first["config"].get("max_minutes"), continue_minutes=fine_info["config"].get("max_minutes"))
+    if adapted_info:
+        meta["adapted"] = {k: adapted_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")}
+        meta["adapted"].update(phantom=PHANTOM, device=adapted_info["config"]["device"], minutes=adapted_info["config"].get("max_minutes"), patients=COHORTS["target"][0], seed=COHORTS["target"][1])
+        meta["shipped_run"] = "finetune_nodal_adapted"
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 

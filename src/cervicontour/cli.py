@@ -46,6 +46,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
     size: str = typer.Option("small", "--size", help="'full' (~512x512x150-220) or 'small' (<=128x128x64)."),
     preview: bool = typer.Option(False, "--preview", help="Also write axial/coronal/sagittal PNG overlays."),
+    phantom: int = typer.Option(1, "--phantom", help="Anatomy version: 1 (the shipped model's training data) or 2 (iliac vessels on the psoas' surface, not through it)."),
 ) -> None:
     """Write a synthetic female-pelvis CT cohort in the canonical layout."""
     from rich.progress import Progress
@@ -63,6 +64,7 @@ def synth(
             holdout=holdout,
             seed=seed,
             size=size,
+            phantom=phantom,
             on_case=lambda pid: progress.advance(task),
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")

@@ -66,11 +66,16 @@ def synthesize_cohort(
     size: str = "small",
     on_case: Callable[[str], None] | None = None,
     edge_rates: Mapping[str, float] | None = None,
+    phantom: int = 1,
 ) -> Path:
     """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
 
     ``edge_rates`` overrides some of :data:`EDGE_RATES` (e.g. ``{"no contrast - hard to see LNs": 0.5}``
     for a cohort of mostly unenhanced CTs).
+
+    ``phantom`` picks the anatomy version (:data:`~cervicontour.synth.anatomy.PHANTOMS`): 1 (default,
+    what the shipped model was trained on) or 2 (iliac vessels on the psoas' surface instead of
+    through it). Only the vessels differ; the same seed draws the same patients.
 
     Every fourth patient is stored RAS instead of LPS (the world geometry is the same), so that
     every consumer is exercised on both orientations.
@@ -82,6 +87,10 @@ def synthesize_cohort(
     from cervicontour.synth.case import synthesize_case
 
     out = Path(out)
+    from cervicontour.synth.anatomy import PHANTOMS
+
+    if phantom not in PHANTOMS:
+        raise InputError(f"phantom must be one of {sorted(PHANTOMS)}, got {phantom!r}")
     if size not in ("small", "full"):
         raise InputError(f"size must be 'small' or 'full', got {size!r}")
     if out.exists() and any(out.iterdir()):
@@ -91,7 +100,7 @@ def synthesize_cohort(
         labelled = index < patients
         rng = np.random.default_rng([seed, index])
         edge = edge_cases(index, rng, edge_rates) if labelled else ()
-        case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled)
+        case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled, phantom=phantom)
         image, structures = case.image, case.structures
         if index % 4 == 3:
             image = to_ras(image)

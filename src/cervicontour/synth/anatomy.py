@@ -133,8 +133,44 @@ def _tube(points, radius, *, ry=None, samples=6) -> Tube:
     return Tube(smooth_path(np.column_stack([pts, rx, ryy]), samples))
 
 
-def vessels(p: Patient) -> dict[str, list[Shape]]:
-    """Aorta/IVC bifurcating into common, external and internal iliac arteries and veins."""
+#: Iliopsoas centre line (x for the left side, y, z in mm before ``scale``) and radii; shared by
+#: :func:`muscles` and the phantom-2 vessel course along its surface.
+PSOAS_AXIS = np.array([[30, 20, 240], [40, 10, 160], [55, 5, 105], [80, -15, 45], [88, -30, 0], [80, -20, -50]], float)
+PSOAS_RADIUS_MM = np.array([10, 16, 20, 22, 18, 12], float)
+#: Phantom versions: what changed, so a cohort's seed and version say exactly what it holds.
+PHANTOMS = {
+    1: "iliac vessels run through the iliopsoas (71 % of each external iliac artery's volume inside it); "
+       "the shipped model 0.2 was trained on it",
+    2: "external and common iliac arteries on the psoas' antero-medial surface, veins postero-medial to them, "
+       "as in the pelvis (the nodal CTV is cut by the muscle on one side, not around a vessel buried in it)",
+}
+VESSEL_GAP_MM = 2.0
+
+
+def beside_psoas(side: int, z_mm: float, vessel_radius_mm: float, toward: tuple[float, float]) -> np.ndarray:
+    """A vessel centre just outside the psoas at height ``z_mm`` (before ``scale``).
+
+    ``toward`` is the unit direction from the psoas centre, as (medial, anterior) components;
+    the centre lies ``psoas radius + vessel radius + VESSEL_GAP_MM`` away. The psoas centre and
+    radius are interpolated linearly in z between the control points (the painted tube is a
+    smooth curve through them; the gap absorbs the difference).
+    """
+    z = PSOAS_AXIS[::-1, 2]
+    cx = np.interp(z_mm, z, PSOAS_AXIS[::-1, 0])
+    cy = np.interp(z_mm, z, PSOAS_AXIS[::-1, 1])
+    r = np.interp(z_mm, z, PSOAS_RADIUS_MM[::-1])
+    d = r + vessel_radius_mm + VESSEL_GAP_MM
+    return np.array([side * (cx - toward[0] * d), cy - toward[1] * d, z_mm])
+
+
+def vessels(p: Patient, phantom: int = 1) -> dict[str, list[Shape]]:
+    """Aorta/IVC bifurcating into common, external and internal iliac arteries and veins.
+
+    ``phantom`` 1: the original course (through the iliopsoas); 2: along its surface (see
+    :data:`PHANTOMS`). Both draw nothing random here, so a seed's other anatomy is unchanged.
+    """
+    if phantom not in PHANTOMS:
+        raise ValueError(f"phantom must be one of {sorted(PHANTOMS)}, got {phantom!r}")
     s, j = p.scale, p.vessel_jitter
     bif_a = np.array([8, -18, 150]) * s + j[0]  # aortic bifurcation (L4)
     bif_v = np.array([-14, -8, 132]) * s + j[1]  # IVC confluence (L5)
@@ -144,11 +180,20 @@ def vessels(p: Patient) -> dict[str, list[Shape]]:
     }
     for side, tag in ((1, "L"), (-1, "R")):
         jj = j[2:5] if side > 0 else j[5:8]
-        split_a = np.array([52 * side, 8, 95]) * s + jj[0]  # common iliac → ext/int
-        ext_a = [split_a, np.array([72 * side, -18, 50]) * s + jj[1], np.array([82 * side, -48, 8]) * s,
-                 np.array([86 * side, -62, -25]) * s]
-        int_a = [split_a, np.array([56 * side, 35, 62]) * s + jj[2], np.array([52 * side, 48, 30]) * s]
-        out[f"A_Iliac_Cm_{tag}"] = [_tube([bif_a, (bif_a + split_a) / 2 + [6 * side, 2, 0], split_a], 5.5 * s)]
+        if phantom == 1:
+            split_a = np.array([52 * side, 8, 95]) * s + jj[0]  # common iliac → ext/int
+            ext_a = [split_a, np.array([72 * side, -18, 50]) * s + jj[1], np.array([82 * side, -48, 8]) * s,
+                     np.array([86 * side, -62, -25]) * s]
+            mid_a = (bif_a + split_a) / 2 + [6 * side, 2, 0]
+        else:  # on the psoas: antero-medial at the brim, turning anterior towards the inguinal ligament
+            split_a = beside_psoas(side, 95, 5.5, (0.8, 0.6)) * s + jj[0]
+            ext_a = [split_a, beside_psoas(side, 50, 4.5, (0.8, 0.6)) * s + jj[1],
+                     beside_psoas(side, 8, 4.5, (0.5, 0.87)) * s, np.array([86 * side, -62, -25]) * s]
+            mid_a = (bif_a + split_a) / 2
+            mid_a[:2] = beside_psoas(side, mid_a[2] / s, 5.5, (0.85, 0.53))[:2] * s + jj[0][:2] * 0.5
+        int_mid = np.array([56 * side, 35, 62]) if phantom == 1 else np.array([46 * side, 30, 66])  # 2: medial of the psoas
+        int_a = [split_a, int_mid * s + jj[2], np.array([52 * side, 48, 30]) * s]
+        out[f"A_Iliac_Cm_{tag}"] = [_tube([bif_a, mid_a, split_a], 5.5 * s)]
         out[f"A_Iliac_Ext_{tag}"] = [_tube(ext_a, 4.5 * s)]
         out[f"A_Iliac_Int_{tag}"] = [_tube(int_a, 3.5 * s)]
         off = np.array([-7 * side, 9, -2]) * s  # veins run postero-medial to the arteries
@@ -197,11 +242,7 @@ def muscles(p: Patient) -> dict[str, list[Shape]]:
     s = p.scale
     out: dict[str, list[Shape]] = {}
     for side, tag in ((1, "L"), (-1, "R")):
-        out[f"Musc_Iliopsoas_{tag}"] = [
-            _tube(np.array([[30 * side, 20, 240], [40 * side, 10, 160], [55 * side, 5, 105],
-                            [80 * side, -15, 45], [88 * side, -30, 0], [80 * side, -20, -50]]) * s,
-                  np.array([10, 16, 20, 22, 18, 12]) * s)
-        ]
+        out[f"Musc_Iliopsoas_{tag}"] = [_tube(PSOAS_AXIS * [side, 1, 1] * s, PSOAS_RADIUS_MM * s)]
         out[f"Musc_Gluteus_{tag}"] = [Ellipsoid((95 * side * s, 95 * s, 10 * s), (55 * s, 32 * s, 80 * s),
                                                 rotation(rz_deg=-25 * side))]
     return out

@@ -75,8 +75,9 @@ def make_grid(p: A.Patient, rng: np.random.Generator, size: str, edge: set[str])
     return Grid((n_xy, n_xy, n_z), world_to_anatomy @ index_to_world, template)
 
 
-def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labelled: bool = True) -> SynthCase:
-    """One patient: CT (int16 HU) and binary masks (bool arrays on the same grid)."""
+def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labelled: bool = True, phantom: int = 1) -> SynthCase:
+    """One patient: CT (int16 HU) and binary masks (bool arrays on the same grid); ``phantom``: see
+    :data:`cervicontour.synth.anatomy.PHANTOMS`."""
     p = A.draw_patient(rng, edge=edge)
     grid = make_grid(p, rng, size, edge)
     spacing = grid.template.spacing_mm
@@ -85,7 +86,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
     wall_inner = paint(grid, A.Body(p.scale, p.fat_mm, inset_mm=p.fat_mm + 12)) & body
     cavity = paint(grid, *A.pelvic_cavity(p)) & wall_inner
 
-    shapes: dict[str, list] = {**A.muscles(p), **A.pelvic_organs(p), **A.vessels(p), **A.kidneys(p),
+    shapes: dict[str, list] = {**A.muscles(p), **A.pelvic_organs(p), **A.vessels(p, phantom), **A.kidneys(p),
                                **A.bones(p), "Bowel_Small": A.small_bowel(p)}
     shapes["Fat_Perirenal"] = [
         A.Ellipsoid(e.center, tuple(r + 12 for r in e.radii), e.rot) for k in ("Kidney_L", "Kidney_R")
