@@ -53,6 +53,10 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path):
     assert result.exit_code == 2 and "--size" in result.output
     assert not (tmp_path / "new").exists()
 
+    result = runner.invoke(app, ["synth", str(tmp_path / "new"), "--phantom", "3"])
+    assert result.exit_code == 2 and "phantom must be one of [1, 2]" in result.output
+    assert not (tmp_path / "new").exists()
+
     result = runner.invoke(app, ["info", str(tmp_path / "absent")])
     assert result.exit_code == 2 and "no such folder" in result.output
 

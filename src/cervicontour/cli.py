@@ -46,12 +46,13 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, identical files."),
     size: str = typer.Option("small", "--size", help="'full' (~512x512x150-220) or 'small' (<=128x128x64)."),
     preview: bool = typer.Option(False, "--preview", help="Also write axial/coronal/sagittal PNG overlays."),
-    phantom: int = typer.Option(1, "--phantom", help="Anatomy version: 1 (the shipped model's training data) or 2 (iliac vessels on the psoas' surface, not through it)."),
+    phantom: Optional[int] = typer.Option(None, "--phantom", help="Anatomy version: 1 (iliac vessels through the iliopsoas) or 2 (on their surface, as in the pelvis); default: the one the shipped model was trained on (cervicontour.synth.anatomy)."),
 ) -> None:
     """Write a synthetic female-pelvis CT cohort in the canonical layout."""
     from rich.progress import Progress
 
     from cervicontour.synth import synthesize_cohort
+    from cervicontour.synth.anatomy import DEFAULT_PHANTOM
 
     if size not in ("full", "small"):
         _fail(f"--size must be 'full' or 'small', got {size!r}")
@@ -64,7 +65,7 @@ def synth(
             holdout=holdout,
             seed=seed,
             size=size,
-            phantom=phantom,
+            phantom=phantom or DEFAULT_PHANTOM,
             on_case=lambda pid: progress.advance(task),
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")
@@ -141,7 +142,7 @@ def demo(
     for folder in (cohort_dir, pred_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False)
+    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False, phantom=None)
     written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True)
     typer.echo(f"predicted {len(written)} patients from their CT alone into {pred_dir}")
     typer.echo("CTVn: the default nodal groups (no para-aortic extension, a clinical choice the CT does not show); "

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
+from cervicontour.synth.anatomy import DEFAULT_PHANTOM
 from cervicontour.volume import Volume
 
 #: Edge cases by labelled-patient position (0-based); later patients draw them at random.
@@ -66,16 +67,16 @@ def synthesize_cohort(
     size: str = "small",
     on_case: Callable[[str], None] | None = None,
     edge_rates: Mapping[str, float] | None = None,
-    phantom: int = 1,
+    phantom: int = DEFAULT_PHANTOM,
 ) -> Path:
     """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
 
     ``edge_rates`` overrides some of :data:`EDGE_RATES` (e.g. ``{"no contrast - hard to see LNs": 0.5}``
     for a cohort of mostly unenhanced CTs).
 
-    ``phantom`` picks the anatomy version (:data:`~cervicontour.synth.anatomy.PHANTOMS`): 1 (default,
-    what the shipped model was trained on) or 2 (iliac vessels on the psoas' surface instead of
-    through it). Only the vessels differ; the same seed draws the same patients.
+    ``phantom`` picks the anatomy version (:data:`~cervicontour.synth.anatomy.PHANTOMS`): 1 (iliac
+    vessels through the iliopsoas) or 2 (on its surface); the default is
+    :data:`~cervicontour.synth.anatomy.DEFAULT_PHANTOM`. Only the vessels differ; the same seed draws the same patients.
 
     Every fourth patient is stored RAS instead of LPS (the world geometry is the same), so that
     every consumer is exercised on both orientations.

@@ -145,6 +145,8 @@ PHANTOMS = {
        "as in the pelvis (the nodal CTV is cut by the muscle on one side, not around a vessel buried in it)",
 }
 VESSEL_GAP_MM = 2.0
+#: What ``synth`` draws unless told: the version the shipped default model was trained on.
+DEFAULT_PHANTOM = 1
 
 
 def beside_psoas(side: int, z_mm: float, vessel_radius_mm: float, toward: tuple[float, float]) -> np.ndarray:
