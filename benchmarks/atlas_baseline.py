@@ -42,8 +42,8 @@ def main() -> None:
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(args.threads)
 
     tmp = Path(tempfile.mkdtemp(prefix="atlas_bench_"))
-    atlas_dir = synthesize_cohort(tmp / "atlases", patients=args.atlases, holdout=0, seed=2002, size="small")
-    test_dir = synthesize_cohort(tmp / "test", patients=args.targets, holdout=0, seed=3003, size="small")
+    atlas_dir = synthesize_cohort(tmp / "atlases", patients=args.atlases, holdout=0, seed=2002, size="small", phantom=1)
+    test_dir = synthesize_cohort(tmp / "test", patients=args.targets, holdout=0, seed=3003, size="small", phantom=1)
     atlases = load_atlases(atlas_dir, PRIMARY)
     targets = load_cohort(test_dir).labelled()
 

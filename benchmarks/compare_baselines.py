@@ -52,7 +52,7 @@ def cohort(path: Path, patients: int, seed: int) -> Path:
     if not (path / "notes.csv").is_file():
         if path.exists():
             shutil.rmtree(path)
-        synthesize_cohort(path, patients=patients, seed=seed, size="small")
+        synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=1)  # the phantom its recorded results used
     return path
 
 

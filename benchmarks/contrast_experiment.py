@@ -59,7 +59,7 @@ def main() -> None:
     nc50 = args.work / "target_s2002_nc50"
     if not (nc50 / "notes.csv").is_file():
         shutil.rmtree(nc50, ignore_errors=True)
-        synthesize_cohort(nc50, patients=recipe.COHORTS["target"][0], seed=recipe.COHORTS["target"][1], edge_rates={NO_CONTRAST: 0.5})
+        synthesize_cohort(nc50, patients=recipe.COHORTS["target"][0], seed=recipe.COHORTS["target"][1], edge_rates={NO_CONTRAST: 0.5}, phantom=1)
     test = recipe.cohort(args.data, "test")
     ct = read_nifti(real.REAL / "example_ct.nii.gz")
     refs = real.references(ct)

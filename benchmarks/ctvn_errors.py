@@ -163,7 +163,8 @@ def main() -> None:
         pred = args.work / f"pred_{args.name}"
         if not pred.is_dir():
             predict(test, pred, model=args.model, all_cases=True, nodal_groups="reference")
-    record = {"data": f"synthetic test cohort {test.name} (cervicontour.synth)", "model": args.model, "predictions": str(pred), **analyse(test, pred)}
+    made_by = next((json.loads(f.read_text()).get("model") for f in sorted(pred.glob("*/prediction.json"))), None)  # what predict recorded
+    record = {"data": f"synthetic test cohort {test.name} (cervicontour.synth)", "model": made_by or args.model, "predictions": str(pred), **analyse(test, pred)}
     results = ROOT / "benchmarks" / "results"
     worst = min(record["patients"], key=lambda p: record["patients"][p]["dice"])
     plot(test, pred, worst, results / f"ctvn_errors_{args.name}.png")

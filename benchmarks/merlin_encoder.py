@@ -40,7 +40,7 @@ def cohort(path: Path, patients: int, seed: int) -> Path:
     from cervicontour.synth import synthesize_cohort
 
     if not (path.is_dir() and any(path.iterdir())):
-        synthesize_cohort(path, patients=patients, seed=seed, size="small")
+        synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=1)  # the phantom its recorded results used
     return path
 
 

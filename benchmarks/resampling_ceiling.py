@@ -44,7 +44,7 @@ def main() -> None:
 
         cohort_dir = ROOT / "out" / "resampling_ceiling" / "test_s3003"
         if not (cohort_dir / "notes.csv").is_file():
-            synthesize_cohort(cohort_dir, patients=10, seed=3003, size="small")
+            synthesize_cohort(cohort_dir, patients=10, seed=3003, size="small", phantom=1)
     plan = load_model(args.model).plan
     cases = load_cohort(cohort_dir).labelled()[: args.patients]
     rows: dict[str, dict[str, list]] = {}

@@ -258,11 +258,12 @@ def write_card(record: dict) -> None:
     card = CARD.format(
         size_mb=path.stat().st_size / 1e6, params=params, plan=model.plan, config=model.config_sha256,
         pre=meta["pretrain"], fine=meta["finetune"], table="\n".join(rows), test=record["test_cohort"],
-        seconds=record["predict_seconds_total"], source={"phantom": 1, **meta["data"]["source"]}, target={"phantom": 1, **meta["data"]["target"]}, shipped=meta.get("shipped_run", "finetune"),
+        seconds=record["predict_seconds_total"], source={"phantom": 1, **meta["data"]["source"]}, target={"phantom": 1, **meta["data"]["target"]},
+        shipped="finetune_nodal_continued" if meta.get("adapted") else meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
-        adaptation=_adaptation(meta), phantom=meta["data"]["test"].get("phantom", 1),
+        adaptation=_adaptation(meta), phantom=meta["data"]["test"].get("phantom", 1), adapted_line=_adapted_line(meta),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
@@ -285,6 +286,15 @@ def _adaptation(meta: dict) -> str:
     return (f"\n| adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2 "
             f"(same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {'this CPU' if a['device'] == 'cpu' else a['device']}, "
             f"lr 1e-3 decayed over the time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
+
+
+def _adapted_line(meta: dict) -> str:
+    a = meta.get("adapted")
+    if not a:
+        return ""
+    return (f"\nThen adapted to phantom 2 on {'this CPU' if a['device'] == 'cpu' else a['device']}: run `finetune_nodal_adapted`, "
+            f"{a['steps_done']} steps of batch 2 in {a['seconds'] / 60:.0f} min (`--stage adapt --adapt-minutes {a['minutes']:g}`), lr 1e-3 "
+            "decayed over the time budget, so the step count depends on the machine's speed.")
 
 
 def _selection(meta: dict) -> str:
@@ -331,7 +341,7 @@ The phantom-1 cohorts are bit-identical on the CPU and the GPU machine
 
 Made by `python benchmarks/train_default_model.py` (source pretraining {pre[steps_done]} steps,
 {pre[seconds]:.0f} s; fine-tuning {fine[steps_done]} steps, {fine[seconds]:.0f} s, run `{shipped}`{first};
-{machine}).
+{machine}).{adapted_line}
 Chosen among the candidates by mean Dice on the fine-tune's validation patients (input grid): {selection}.
 Fine-tune config sha256 `{config}`.
 

@@ -242,7 +242,7 @@ def test_phantom_2_runs_the_iliac_arteries_beside_the_psoas_not_through_it():
 
 
 def test_phantom_2_moves_only_the_vessels(tmp_path):
-    one = load_cohort(synthesize_cohort(tmp_path / "one", patients=2, seed=31))
+    one = load_cohort(synthesize_cohort(tmp_path / "one", patients=2, seed=31, phantom=1))
     two = load_cohort(synthesize_cohort(tmp_path / "two", patients=2, seed=31, phantom=2))
     for pid in ("SYN001", "SYN002"):
         a, b = one[pid], two[pid]

@@ -146,7 +146,7 @@ PHANTOMS = {
 }
 VESSEL_GAP_MM = 2.0
 #: What ``synth`` draws unless told: the version the shipped default model was trained on.
-DEFAULT_PHANTOM = 1
+DEFAULT_PHANTOM = 2
 
 
 def beside_psoas(side: int, z_mm: float, vessel_radius_mm: float, toward: tuple[float, float]) -> np.ndarray:
