@@ -115,10 +115,11 @@ def plot(test: Path, pred: Path, pid: str, out: Path) -> None:
     from cervicontour.volume import to_lps
 
     case = load_cohort(test)[pid]
-    image = to_lps(case.load_image()).array
+    ct = case.load_image()
+    image = to_lps(ct).array
     ref = to_lps(case.load_structure("CTVn")).array > 0
     mask = to_lps(load_cohort(pred)[pid].load_structure("CTVn")).array > 0
-    vessel, psoas, _ = (to_lps(case.load_image().with_array(a.astype(np.uint8))).array > 0 for a in _anatomy(case))
+    vessel, psoas, _ = (to_lps(ct.with_array(a.astype(np.uint8))).array > 0 for a in _anatomy(case))
     zs = np.flatnonzero((ref | mask).any(axis=(0, 1)))
     picks = zs[np.linspace(len(zs) * 0.2, len(zs) * 0.8, 3).astype(int)]
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))

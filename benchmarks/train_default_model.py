@@ -263,7 +263,7 @@ def write_card(record: dict) -> None:
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
-        adaptation=_adaptation(meta), phantom=meta["data"]["test"].get("phantom", 1), adapted_line=_adapted_line(meta),
+        adaptation=_adaptation(meta)[0], adapted_line=_adaptation(meta)[1], phantom=meta["data"]["test"].get("phantom", 1),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
@@ -279,22 +279,18 @@ def _machine(meta: dict) -> str:
     return "2 shared CPU cores; CPU training is deterministic: `--stage all` on an empty work folder re-makes this model"
 
 
-def _adaptation(meta: dict) -> str:
+def _adaptation(meta: dict) -> tuple[str, str]:
+    """The model card's data-table row and "made by" sentence for a chain adapted to phantom 2 ("" if not)."""
     a = meta.get("adapted")
     if not a:
-        return ""
-    return (f"\n| adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2 "
-            f"(same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {'this CPU' if a['device'] == 'cpu' else a['device']}, "
-            f"lr 1e-3 decayed over the time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
-
-
-def _adapted_line(meta: dict) -> str:
-    a = meta.get("adapted")
-    if not a:
-        return ""
-    return (f"\nThen adapted to phantom 2 on {'this CPU' if a['device'] == 'cpu' else a['device']}: run `finetune_nodal_adapted`, "
-            f"{a['steps_done']} steps of batch 2 in {a['seconds'] / 60:.0f} min (`--stage adapt --adapt-minutes {a['minutes']:g}`), lr 1e-3 "
-            "decayed over the time budget, so the step count depends on the machine's speed.")
+        return "", ""
+    where = "this CPU" if a["device"] == "cpu" else a["device"]
+    row = (f"\n| adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2 "
+           f"(same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {where}, lr 1e-3 decayed over the "
+           f"time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
+    line = (f"\nThen adapted to phantom 2 on {where}: run `finetune_nodal_adapted`, {a['steps_done']} steps of batch 2 "
+            f"(`--stage adapt --adapt-minutes {a['minutes']:g}`); the step count of a time budget depends on the machine's speed.")
+    return row, line
 
 
 def _selection(meta: dict) -> str:
