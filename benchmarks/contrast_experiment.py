@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 NO_CONTRAST = "no contrast - hard to see LNs"
 
@@ -39,10 +37,8 @@ def main() -> None:
     import train_default_model as recipe
 
     from cervicontour.io import read_nifti
-    from cervicontour.metrics import evaluate_cohort
     from cervicontour.model import TrainConfig, load_model, train
-    from cervicontour.pipeline import predict
-    from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
+    from cervicontour.structures import NODAL_OUTPUTS
     from cervicontour.synth import synthesize_cohort
 
     parser = argparse.ArgumentParser()
@@ -55,12 +51,12 @@ def main() -> None:
         raise SystemExit(f"real data not present: {real.REAL}")
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
-    control = recipe.cohort(args.data, "target")
+    control = recipe.cohort(args.data, "target", 1)
     nc50 = args.work / "target_s2002_nc50"
     if not (nc50 / "notes.csv").is_file():
         shutil.rmtree(nc50, ignore_errors=True)
         synthesize_cohort(nc50, patients=recipe.COHORTS["target"][0], seed=recipe.COHORTS["target"][1], edge_rates={NO_CONTRAST: 0.5}, phantom=1)
-    test = recipe.cohort(args.data, "test")
+    test = recipe.cohort(args.data, "test", 1)
     ct = read_nifti(real.REAL / "example_ct.nii.gz")
     refs = real.references(ct)
 
@@ -75,11 +71,8 @@ def main() -> None:
             t = time.time()
             train(cohort, run, config, init=args.init)
             print(f"{arm}: {args.steps} steps in {time.time() - t:.0f} s", flush=True)
-        pred = args.work / f"test_{arm}"
-        shutil.rmtree(pred, ignore_errors=True)
-        predict(test, pred, model=run, all_cases=True, nodal_groups="reference")
-        rows = [r for r in evaluate_cohort(test, pred).rows if r["structure"] in PRIMARY]
-        synthetic = {s: round(float(np.mean([r["dice"] for r in rows if r["structure"] == s])), 4) for s in PRIMARY}
+        rows = recipe.score_test(test, args.work / f"test_{arm}", run)
+        synthetic = recipe.means(rows, "dice")
         unenhanced = {r["structure"]: round(float(r["dice"]), 4) for r in rows if r["patient_id"] == "SYN005"}
         scores, _, _ = real.score(ct, refs, load_model(run))
         record["arms"][arm] = {

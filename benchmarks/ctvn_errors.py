@@ -62,8 +62,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
 
 
-def _anatomy(case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    shape = case.load_structure("CTVn").array.shape
+def _anatomy(case, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vessel, iliopsoas and other-exclusion masks of a synthetic case (its grid's ``shape``)."""
     vessel, psoas, other = (np.zeros(shape, bool) for _ in range(3))
     for name in case.structure_names:
         if name.startswith(("A_", "V_")):
@@ -89,7 +89,7 @@ def analyse(test: Path, pred: Path) -> dict:
             continue
         ref = case.load_structure("CTVn").array > 0
         mask = predicted[pid].load_structure("CTVn").array > 0
-        patients[pid] = zones(ref, mask, *_anatomy(case))
+        patients[pid] = zones(ref, mask, *_anatomy(case, ref.shape))
     fn = {z: sum(p["fn"][z] for p in patients.values()) for z in ZONES}
     fp = {z: sum(p["fp"][z] for p in patients.values()) for z in ZONES}
     errors = sum(fn.values()) + sum(fp.values())
@@ -119,7 +119,7 @@ def plot(test: Path, pred: Path, pid: str, out: Path) -> None:
     image = to_lps(ct).array
     ref = to_lps(case.load_structure("CTVn")).array > 0
     mask = to_lps(load_cohort(pred)[pid].load_structure("CTVn")).array > 0
-    vessel, psoas, _ = (to_lps(ct.with_array(a.astype(np.uint8))).array > 0 for a in _anatomy(case))
+    vessel, psoas, _ = (to_lps(ct.with_array(a.astype(np.uint8))).array > 0 for a in _anatomy(case, ct.shape))
     zs = np.flatnonzero((ref | mask).any(axis=(0, 1)))
     picks = zs[np.linspace(len(zs) * 0.2, len(zs) * 0.8, 3).astype(int)]
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--name", default="shipped")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "ctvn_errors")
     args = parser.parse_args()
-    test = args.test or recipe.cohort(ROOT / "out" / "default_v4" / "data", "test")
+    test = args.test or recipe.cohort(ROOT / "out" / "default_v4" / "data", "test", 1)
     pred = args.pred
     if pred is None:
         pred = args.work / f"pred_{args.name}"

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,10 +37,8 @@ def main() -> None:
     import real_ct_bladder as real
     import train_default_model as recipe
 
-    from cervicontour.metrics import evaluate_cohort
     from cervicontour.model import TrainConfig, load_model, train
-    from cervicontour.pipeline import predict
-    from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
+    from cervicontour.structures import NODAL_OUTPUTS
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1200)
@@ -71,13 +67,10 @@ def main() -> None:
         out = {}
         for p, test in tests.items():
             pred = args.work / f"test_{label}_phantom{p}"
-            shutil.rmtree(pred, ignore_errors=True)
-            predict(test, pred, model=model, all_cases=True, nodal_groups="reference")
-            rows = [r for r in evaluate_cohort(test, pred).rows if r["structure"] in PRIMARY]
+            rows = recipe.score_test(test, pred, model)
             errors = ctvn_errors.analyse(test, pred)
             out[f"test_phantom{p}"] = {
-                "dice": {s: round(float(np.mean([r["dice"] for r in rows if r["structure"] == s])), 4) for s in PRIMARY},
-                "hd95_mm": {s: round(float(np.mean([r["hd95_mm"] for r in rows if r["structure"] == s])), 2) for s in PRIMARY},
+                "dice": recipe.means(rows, "dice"), "hd95_mm": recipe.means(rows, "hd95_mm", 2),
                 "ctvn_errors_next_to_iliopsoas": errors["summary"]["share_of_errors_next_to_iliopsoas"],
                 "ctvn_dice_if_iliopsoas_zone_were_right": errors["summary"]["dice_if_iliopsoas_zone_right"],
             }  # fmt: skip

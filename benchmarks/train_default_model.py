@@ -36,15 +36,13 @@ from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = "0.3.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
-PHANTOM = 1  # anatomy version of the cohorts this run makes or reads (--phantom)
 
 
-def cohort(data: Path, name: str, phantom: int | None = None) -> Path:
-    """The synthetic cohort ``name`` under the folder ``data``, synthesized if it is not there
-    (phantom 1: ``<name>_s<seed>``; phantom 2: ``<name>_s<seed>_phantom2``)."""
+def cohort(data: Path, name: str, phantom: int) -> Path:
+    """The synthetic cohort ``name`` of anatomy version ``phantom`` under the folder ``data``,
+    synthesized if it is not there (phantom 1: ``<name>_s<seed>``; 2: ``<name>_s<seed>_phantom2``)."""
     from cervicontour.synth import synthesize_cohort
 
-    phantom = phantom or PHANTOM
     patients, seed = COHORTS[name]
     path = data / (f"{name}_s{seed}" + (f"_phantom{phantom}" if phantom != 1 else ""))
     if not (path / "notes.csv").is_file():
@@ -96,14 +94,13 @@ def main() -> None:
     parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
-    global PHANTOM
-    PHANTOM = args.phantom
+    phantom = args.phantom
     torch.set_num_threads(args.threads)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     data = args.data or work / "data"  # --data: cohorts shared between work folders
     if args.stage == "data":
-        make_cohorts(data)
+        make_cohorts(data, phantom)
         return
     common = {"device": args.device, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every, "patch_size": tuple(args.patch) if args.patch else None}
 
@@ -114,41 +111,41 @@ def main() -> None:
     if args.stage in ("all", "pretrain"):
         config = TrainConfig(structures=source_structures(), steps=args.pretrain_steps, val_every=300, val_cases=2, folds=10, seed=1, threads=args.threads, network=args.network)
         config = config.replace(**common, **timed(args.pretrain_minutes))
-        train(cohort(data, "source"), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
+        train(cohort(data, "source", phantom), pre_run, config, resume=(pre_run / "checkpoint_last.pt").is_file(), on_progress=progress("pretrain"))
     if args.stage == "finetune":
         config = TrainConfig(steps=args.finetune_steps, val_every=250, val_cases=4, folds=5, seed=2, threads=args.threads, strategy="full")
-        train(cohort(data, "target"), fine_run, config, init=pre_run, resume=(fine_run / "checkpoint_last.pt").is_file(), on_progress=progress("finetune"))
+        train(cohort(data, "target", phantom), fine_run, config, init=pre_run, resume=(fine_run / "checkpoint_last.pt").is_file(), on_progress=progress("finetune"))
     if args.stage == "continue" and args.continue_steps:
         more = work / "finetune_continued"
         # same seed as the fine-tune: the same train/validation split
         config = TrainConfig(steps=args.continue_steps, lr=1e-3, val_every=200, val_cases=4, folds=5, seed=2, threads=args.threads)
-        train(cohort(data, "target"), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
+        train(cohort(data, "target", phantom), more, config, init=fine_run, resume=(more / "checkpoint_last.pt").is_file(), on_progress=progress("continue"))
     nodal_run = work / ("finetune_nodal_soft" if args.soft_labels else "finetune_nodal")
     nodal_more = work / f"{nodal_run.name}_continued"
     if args.stage in ("all", "nodal"):
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.nodal_steps, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full", soft_labels=args.soft_labels)
         config = config.replace(**common, **timed(args.nodal_minutes))
-        train(cohort(data, "target"), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
+        train(cohort(data, "target", phantom), nodal_run, config, init=pre_run, resume=(nodal_run / "checkpoint_last.pt").is_file(), on_progress=progress("nodal"))
     if args.stage in ("all", "nodal-continue"):  # same seed as the nodal fine-tune: the same train/validation split
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads, soft_labels=args.soft_labels)
         config = config.replace(**common, **timed(args.continue_minutes))
-        train(cohort(data, "target"), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
+        train(cohort(data, "target", phantom), nodal_more, config, init=nodal_run, resume=(nodal_more / "checkpoint_last.pt").is_file(), on_progress=progress("nodal-continue"))
     if args.stage == "adapt":  # a shipped chain continued on another phantom's target cohort (same seed: same split)
         if args.adapt_from is None or not (args.adapt_from / "model.pt").is_file():
             raise SystemExit(f"--stage adapt needs --adapt-from RUN with a model.pt, got {args.adapt_from}")
         adapted = work / "finetune_nodal_adapted"
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads)
         config = config.replace(**common, **timed(args.adapt_minutes))
-        train(cohort(data, "target"), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
+        train(cohort(data, "target", phantom), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
         return
     if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
         run = work / (args.ship_run or "finetune_nodal")
-        evaluate(work, data, model=run, out=ROOT / "benchmarks" / "results" / f"candidate_{run.name}_eval.json", card=False)
+        evaluate(work, data, phantom, model=run, out=ROOT / "benchmarks" / "results" / f"candidate_{run.name}_eval.json", card=False)
         return
     if args.stage == "evaluate":
-        evaluate(work, data)
+        evaluate(work, data, phantom)
         return
     if args.ship_run:
         best = work / args.ship_run
@@ -156,23 +153,23 @@ def main() -> None:
         # keep whichever fine-tune scores better on its validation patients (never the test set)
         nodal = [work / f"finetune_nodal{v}{c}" for v in ("", "_soft") for c in ("", "_continued")]
         runs = args.runs or [r for r in nodal if (r / "model.pt").is_file()] or [r for r in (fine_run, work / "finetune_continued") if (r / "model.pt").is_file()]
-        best = select(work, data, runs)
+        best = select(work, data, phantom, runs)
         if args.stage == "select":
             return
-    ship(best, work)
-    evaluate(work, data)
+    ship(best, work, phantom)
+    evaluate(work, data, phantom)
 
 
-def make_cohorts(data: Path) -> None:
+def make_cohorts(data: Path, phantom: int) -> None:
     """The three cohorts, synthesized side by side (one process each)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(len(COHORTS)) as pool:
-        for path in pool.map(cohort, [data] * len(COHORTS), list(COHORTS), [PHANTOM] * len(COHORTS)):
+        for path in pool.map(cohort, [data] * len(COHORTS), list(COHORTS), [phantom] * len(COHORTS)):
             print("cohort ready:", path, flush=True)
 
 
-def select(work: Path, data: Path, runs: list[Path]) -> Path:
+def select(work: Path, data: Path, phantom: int, runs: list[Path]) -> Path:
     """The run with the best mean Dice over the five primary structures on the fine-tune's
     validation patients (never the test set), scored like the test set: on each patient's own grid,
     rules enforced, CTVn composed from the reference's nodal groups. Binary- and soft-label runs
@@ -181,7 +178,7 @@ def select(work: Path, data: Path, runs: list[Path]) -> Path:
     from cervicontour.model import load_model
     from cervicontour.pipeline import predict
 
-    target = cohort(data, "target")
+    target = cohort(data, "target", phantom)
     val = sorted({pid for r in runs for pid in json.loads((r / "run.json").read_text())["val_cases"]})
     view = work / "data" / "target_validation"
     if view.exists():
@@ -207,7 +204,7 @@ def select(work: Path, data: Path, runs: list[Path]) -> Path:
     return best
 
 
-def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
+def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
     """Score a model on the test cohort (seed 3003, never trained on); write the model card.
 
     A model that predicts the nodal groups composes each patient's CTVn from the groups that
@@ -218,7 +215,7 @@ def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | 
     from cervicontour.model import load_model
     from cervicontour.pipeline import predict
 
-    test = cohort(data, "test")
+    test = cohort(data, "test", phantom)
     pred = work / ("test_predictions" if card else f"test_predictions_{Path(model).name}")
     if pred.exists():
         shutil.rmtree(pred)
@@ -234,7 +231,7 @@ def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | 
     record = {
         "data": "synthetic phantom (cervicontour.synth), test cohort never trained on", "model": str(model),
         "ctvn_composition": "per patient, the nodal groups of the reference CTVn" if nodal else "predicted directly",
-        "test_cohort": {"patients": COHORTS["test"][0], "seed": COHORTS["test"][1], "size": "small", "phantom": PHANTOM}, "predict_seconds_total": round(seconds, 1), "summary": table,
+        "test_cohort": {"patients": COHORTS["test"][0], "seed": COHORTS["test"][1], "size": "small", "phantom": phantom}, "predict_seconds_total": round(seconds, 1), "summary": table,
     }  # fmt: skip
     out = out or ROOT / "benchmarks" / "results" / "default_model_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +239,22 @@ def evaluate(work: Path, data: Path, model: str | Path = "default", out: Path | 
     if card:
         write_card(record)
     print(json.dumps({n: {m: round(v["mean"], 3) for m, v in t.items()} for n, t in table.items()}, indent=1))
+
+
+def score_test(test: Path, pred: Path, model: str | Path) -> list[dict]:
+    """Predict the labelled cohort ``test`` with ``model`` into ``pred`` (CTVn composed per patient from
+    the reference's nodal groups) and return the evaluation rows of the five primary structures."""
+    from cervicontour.metrics import evaluate_cohort
+    from cervicontour.pipeline import predict
+
+    shutil.rmtree(pred, ignore_errors=True)
+    predict(test, pred, model=model, all_cases=True, nodal_groups="reference")
+    return [r for r in evaluate_cohort(test, pred).rows if r["structure"] in PRIMARY]
+
+
+def means(rows: list[dict], metric: str, digits: int = 4) -> dict[str, float]:
+    """Mean of ``metric`` per primary structure over ``rows``."""
+    return {s: round(float(np.mean([r[metric] for r in rows if r["structure"] == s])), digits) for s in PRIMARY}
 
 
 def write_card(record: dict) -> None:
@@ -258,12 +271,12 @@ def write_card(record: dict) -> None:
     card = CARD.format(
         size_mb=path.stat().st_size / 1e6, params=params, plan=model.plan, config=model.config_sha256,
         pre=meta["pretrain"], fine=meta["finetune"], table="\n".join(rows), test=record["test_cohort"],
-        seconds=record["predict_seconds_total"], source={"phantom": 1, **meta["data"]["source"]}, target={"phantom": 1, **meta["data"]["target"]},
+        seconds=record["predict_seconds_total"], source=meta["data"]["source"], target=meta["data"]["target"],
         shipped="finetune_nodal_continued" if meta.get("adapted") else meta.get("shipped_run", "finetune"),
         first=(f", continuing a {meta['finetune_first']['steps_done']}-step fine-tune" if meta.get("finetune_first") else ""),
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
-        adaptation=_adaptation(meta)[0], adapted_line=_adaptation(meta)[1], phantom=meta["data"]["test"].get("phantom", 1),
+        adaptation=_adaptation(meta)[0], adapted_line=_adaptation(meta)[1], phantom=meta["data"]["test"]["phantom"],
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
@@ -359,7 +372,7 @@ how well the model would do on real CT.
 """
 
 
-def ship(fine_run: Path, work: Path) -> None:
+def ship(fine_run: Path, work: Path, phantom: int) -> None:
     """Copy the fine-tuned model into the package as float16 and record where it came from (its
     pretraining is the run folder's sibling ``pretrain``; the selection is ``WORK/selection.json``)."""
     from cervicontour.model import load_model, save_model
@@ -372,10 +385,10 @@ def ship(fine_run: Path, work: Path) -> None:
         fine_run = Path(adapted_info["init"])
     fine_info = json.loads((fine_run / "run.json").read_text())
     pre_info = json.loads((fine_run.parent / "pretrain" / "run.json").read_text())
-    chain_phantom = 1 if adapted_info else PHANTOM
+    chain_phantom = 1 if adapted_info else phantom
     meta = {
         "trained_by": "benchmarks/train_default_model.py",
-        "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth", "phantom": PHANTOM if name == "test" else chain_phantom}
+        "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth", "phantom": phantom if name == "test" else chain_phantom}
                  for name, (p, s) in COHORTS.items()},
         "pretrain": {k: pre_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases")},
         "finetune": {k: fine_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
@@ -392,7 +405,7 @@ def ship(fine_run: Path, work: Path) -> None:
         meta["trained_on"].update(finetune_minutes=first["config"].get("max_minutes"), continue_minutes=fine_info["config"].get("max_minutes"))
     if adapted_info:
         meta["adapted"] = {k: adapted_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")}
-        meta["adapted"].update(phantom=PHANTOM, device=adapted_info["config"]["device"], minutes=adapted_info["config"].get("max_minutes"), patients=COHORTS["target"][0], seed=COHORTS["target"][1])
+        meta["adapted"].update(phantom=phantom, device=adapted_info["config"]["device"], minutes=adapted_info["config"].get("max_minutes"), patients=COHORTS["target"][0], seed=COHORTS["target"][1])
         meta["shipped_run"] = "finetune_nodal_adapted"
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")

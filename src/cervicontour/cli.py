@@ -65,7 +65,7 @@ def synth(
             holdout=holdout,
             seed=seed,
             size=size,
-            phantom=phantom or DEFAULT_PHANTOM,
+            phantom=DEFAULT_PHANTOM if phantom is None else phantom,
             on_case=lambda pid: progress.advance(task),
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")
