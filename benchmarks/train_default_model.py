@@ -34,7 +34,7 @@ import numpy as np
 from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.3.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU
+VERSION = "0.4.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run)
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--phantom", type=int, default=1, choices=[1, 2], help="anatomy version of the cohorts (cervicontour.synth.anatomy.PHANTOMS)")
     parser.add_argument("--adapt-from", type=Path, default=None, help="stage adapt: the nodal run to continue on --phantom's target cohort (WORK/finetune_nodal_adapted)")
     parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
+    parser.add_argument("--adapt-run", default="finetune_nodal_adapted", help="stage adapt: the run folder under WORK (a further adaptation of an adapted run: finetune_nodal_adapted2)")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
     phantom = args.phantom
@@ -133,7 +134,7 @@ def main() -> None:
     if args.stage == "adapt":  # a shipped chain continued on another phantom's target cohort (same seed: same split)
         if args.adapt_from is None or not (args.adapt_from / "model.pt").is_file():
             raise SystemExit(f"--stage adapt needs --adapt-from RUN with a model.pt, got {args.adapt_from}")
-        adapted = work / "finetune_nodal_adapted"
+        adapted = work / args.adapt_run
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads)
         config = config.replace(**common, **timed(args.adapt_minutes))
         train(cohort(data, "target", phantom), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
@@ -293,17 +294,20 @@ def _machine(meta: dict) -> str:
 
 
 def _adaptation(meta: dict) -> tuple[str, str]:
-    """The model card's data-table row and "made by" sentence for a chain adapted to phantom 2 ("" if not)."""
-    a = meta.get("adapted")
-    if not a:
-        return "", ""
-    where = "this CPU" if a["device"] == "cpu" else a["device"]
-    row = (f"\n| adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2 "
-           f"(same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {where}, lr 1e-3 decayed over the "
-           f"time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
-    line = (f"\nThen adapted to phantom 2 on {where}: run `finetune_nodal_adapted`, {a['steps_done']} steps of batch 2 "
-            f"(`--stage adapt --adapt-minutes {a['minutes']:g}`); the step count of a time budget depends on the machine's speed.")
-    return row, line
+    """The model card's data-table rows and "made by" sentences for a chain adapted to phantom 2 ("" if not);
+    one per adaptation run (model 0.3's record holds a single adaptation as a dict)."""
+    stages = meta.get("adapted") or []
+    rows, lines = [], []
+    for a in [stages] if isinstance(stages, dict) else stages:
+        name = a.get("run", "finetune_nodal_adapted")
+        where = "this CPU" if a["device"] == "cpu" else a["device"]
+        what = ("adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2" if not rows
+                else f"adaptation continued (`{name}`): from the end of the run above, the learning rate restarted")
+        rows.append(f"\n| {what} (same seed, same split; {a['steps_done']} steps, {a['seconds'] / 60:.0f} min on {where}, "
+                    f"lr 1e-3 decayed over the time budget) | `synth --size small --seed {a['seed']} --phantom 2` | {a['patients']} |")
+        lines.append(f"\n{'Then adapted to' if not lines else 'Then continued on'} phantom 2 on {where}: run `{name}`, {a['steps_done']} steps of batch 2 "
+                     f"(`--stage adapt --adapt-run {name} --adapt-minutes {a['minutes']:g}`); the step count of a time budget depends on the machine's speed.")
+    return "".join(rows), "".join(lines)
 
 
 def _selection(meta: dict) -> str:
@@ -379,13 +383,14 @@ def ship(fine_run: Path, work: Path, phantom: int) -> None:
 
     model = load_model(fine_run)
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
-    adapted_info = None
-    if fine_run.name == "finetune_nodal_adapted":  # the chain it continued is the run its `init` names
-        adapted_info = json.loads((fine_run / "run.json").read_text())
-        fine_run = Path(adapted_info["init"])
+    adaptations = []  # an adapted run's `init` is the run it continued (itself adapted, for a further adaptation)
+    while fine_run.name.startswith("finetune_nodal_adapted"):
+        info = json.loads((fine_run / "run.json").read_text())
+        adaptations.insert(0, (fine_run.name, info))
+        fine_run = Path(info["init"])
     fine_info = json.loads((fine_run / "run.json").read_text())
     pre_info = json.loads((fine_run.parent / "pretrain" / "run.json").read_text())
-    chain_phantom = 1 if adapted_info else phantom
+    chain_phantom = 1 if adaptations else phantom
     meta = {
         "trained_by": "benchmarks/train_default_model.py",
         "data": {name: {"patients": p, "seed": s, "size": "small", "generator": "cervicontour.synth", "phantom": phantom if name == "test" else chain_phantom}
@@ -403,10 +408,11 @@ def ship(fine_run: Path, work: Path, phantom: int) -> None:
         first = json.loads((fine_run.parent / fine_run.name.removesuffix("_continued") / "run.json").read_text())
         meta["finetune_first"] = {k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")}
         meta["trained_on"].update(finetune_minutes=first["config"].get("max_minutes"), continue_minutes=fine_info["config"].get("max_minutes"))
-    if adapted_info:
-        meta["adapted"] = {k: adapted_info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")}
-        meta["adapted"].update(phantom=phantom, device=adapted_info["config"]["device"], minutes=adapted_info["config"].get("max_minutes"), patients=COHORTS["target"][0], seed=COHORTS["target"][1])
-        meta["shipped_run"] = "finetune_nodal_adapted"
+    if adaptations:
+        meta["adapted"] = [{"run": name, **{k: info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
+                            "phantom": phantom, "device": info["config"]["device"], "minutes": info["config"].get("max_minutes"),
+                            "patients": COHORTS["target"][0], "seed": COHORTS["target"][1]} for name, info in adaptations]
+        meta["shipped_run"] = adaptations[-1][0]
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 
