@@ -294,12 +294,11 @@ def _machine(meta: dict) -> str:
 
 
 def _adaptation(meta: dict) -> tuple[str, str]:
-    """The model card's data-table rows and "made by" sentences for a chain adapted to phantom 2 ("" if not);
-    one per adaptation run (model 0.3's record holds a single adaptation as a dict)."""
-    stages = meta.get("adapted") or []
+    """The model card's data-table rows and "made by" sentences for a chain adapted to phantom 2 ("" if not),
+    one per adaptation run."""
     rows, lines = [], []
-    for a in [stages] if isinstance(stages, dict) else stages:
-        name = a.get("run", "finetune_nodal_adapted")
+    for a in meta.get("adapted") or []:
+        name = a["run"]
         where = "this CPU" if a["device"] == "cpu" else a["device"]
         what = ("adaptation to phantom 2: the chain above continued on the target cohort redrawn with phantom 2" if not rows
                 else f"adaptation continued (`{name}`): from the end of the run above, the learning rate restarted")
