@@ -5,7 +5,8 @@ minutes, so this script does everything in one call and packs what comes back in
 
 1. ``pytest tests/test_cuda.py tests/test_train_schedule.py`` — augmentation on the GPU equals the
    CPU's, AMP training, a GPU checkpoint resumed, GPU inference equals the CPU's (log: ``pytest_cuda.log``);
-2. the three synthetic cohorts of ``train_default_model.py`` (same generator and seeds), made there;
+2. the three synthetic cohorts of ``train_default_model.py`` (same generator and seeds; ``--phantom``,
+   default ``synth``'s default anatomy), made there;
 3. training arms side by side (one process each, sharing the GPU), each the shipped recipe —
    source pretraining, then the nodal-group fine-tune on the 100-patient target cohort — with a
    time budget instead of a step count (``lr_schedule = "time"``: as many steps as fit, the learning
@@ -51,19 +52,25 @@ def main() -> None:
     parser.add_argument("--continue-minutes", type=float, default=0.0, help="> 0: only continue the shipped default model (its nodal fine-tune) at lr 1e-3 for this long")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of this script on a machine without a GPU")
+    parser.add_argument("--phantom", type=int, default=None, help="anatomy version of the cohorts (default: synth's, DEFAULT_PHANTOM)")
     args = parser.parse_args()
+    if args.phantom is None:
+        from cervicontour.synth.anatomy import DEFAULT_PHANTOM
+
+        args.phantom = DEFAULT_PHANTOM
+    data = args.work / "data"
+    recipe = ["--data", str(data), "--phantom", str(args.phantom)]  # every call of the recipe: same cohorts
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "4"}
-    record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "arms": {}}
+    record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "phantom": args.phantom, "arms": {}}
 
     tests = None
     if not args.skip_tests:
         log = open(args.out / "pytest_cuda.log", "w")
         tests = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", "tests/test_train_schedule.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    data = args.work / "data"
-    run([sys.executable, str(RECIPE), "--work", str(args.work), "--data", str(data), "--stage", "data"], env)
+    run([sys.executable, str(RECIPE), "--work", str(args.work), *recipe, "--stage", "data"], env)
     record["data_seconds"] = round(time.time() - t0, 1)
     record["data_sha256"] = fingerprint(data)  # compare with the CPU machine's cohorts (same generator, seeds)
     if tests is not None:
@@ -79,7 +86,7 @@ def main() -> None:
     for stage, minutes in stages:
         procs = {}
         for name in args.arms:
-            cmd = [sys.executable, str(RECIPE), "--work", str(args.work / name), "--data", str(data), "--stage", stage, "--device", args.device, "--threads", "4",
+            cmd = [sys.executable, str(RECIPE), "--work", str(args.work / name), *recipe, "--stage", stage, "--device", args.device, "--threads", "4",
                    "--checkpoint-every", "250", f"--{stage.split('-')[-1]}-minutes", str(minutes), *ARMS[name]]  # fmt: skip
             logf = open(args.work / f"{name}_{stage}.log", "w")
             procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT), logf)
