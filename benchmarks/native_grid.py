@@ -39,8 +39,7 @@ def main() -> None:
     from cervicontour.io.atomic import write_text_atomic
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case
-    from cervicontour.structures import COMPOUND
+    from cervicontour.pipeline import predict_case, reference_nodal_groups
     from cervicontour.volume import to_lps
 
     parser = argparse.ArgumentParser()
@@ -57,15 +56,16 @@ def main() -> None:
     for case in track(cases, description="working vs native grid"):
         image = case.load_image()
         native_mm = tuple(float(v) for v in to_lps(image).spacing_mm)
-        groups = [n for n in COMPOUND["CTVn"] if case.has(n)]
+        groups = reference_nodal_groups(case.patient_id, case.structure_names)
+        references = {s: case.load_structure(s) for s in STRUCTURES}
         row: dict = {"native_spacing_mm": native_mm}
         for kind in ("working", "native"):
             used = model
             if kind == "native":
                 used = copy.copy(model)
                 used.plan = dataclasses.replace(model.plan, spacing_mm=native_mm)
-            pred = predict_case(image, used, nodal_groups=groups or None)
-            scores = {s: evaluate_pair(case.load_structure(s), pred.masks[s], tolerances_mm=(5.0,)) for s in STRUCTURES}
+            pred = predict_case(image, used, nodal_groups=groups)
+            scores = {s: evaluate_pair(references[s], pred.masks[s], tolerances_mm=(5.0,)) for s in STRUCTURES}
             row[kind] = {s: {"dice": float(r["dice"]), "hd95_mm": float(r["hd95_mm"])} for s, r in scores.items()}
         patients[case.patient_id] = row
     summary = {kind: {s: {m: float(np.mean([p[kind][s][m] for p in patients.values()])) for m in ("dice", "hd95_mm")} for s in STRUCTURES}

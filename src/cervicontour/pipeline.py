@@ -152,6 +152,19 @@ def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_gro
     return (*structures, "CTVn"), np.concatenate([working, ctvn[None]], axis=0), {"CTVn": use}
 
 
+def reference_nodal_groups(source, structures: Sequence[str]) -> list[str]:
+    """The nodal groups (``LN_*``, ``GTVn``) a labelled case's reference CTVn is made of, from the
+    names of its reference structures (``source`` names the case in the error).
+
+    Raises:
+        InputError: the case has none of them.
+    """
+    groups = [n for n in COMPOUND["CTVn"] if n in structures]
+    if not groups:
+        raise InputError(f"{source}: --nodal-groups reference needs the case's reference LN_* contours; it has none")
+    return groups
+
+
 def _box_volume(image: Volume, box: tuple[slice, ...]) -> Volume:
     start = np.asarray([s.start or 0 for s in box])
     shape = tuple(max((s.stop or 0) - (s.start or 0), 0) for s in box)
@@ -268,11 +281,7 @@ def predict(
         t_case = time.perf_counter()
         image = case.load()
         read_s = time.perf_counter() - t_case
-        groups = nodal_groups
-        if nodal_groups == "reference":
-            groups = [n for n in COMPOUND["CTVn"] if n in case.structures]
-            if not groups:
-                raise InputError(f"{case.source}: --nodal-groups reference needs the case's reference LN_* contours; it has none")
+        groups = reference_nodal_groups(case.source, case.structures) if nodal_groups == "reference" else nodal_groups
         result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)
         t_write = time.perf_counter()
         folder = write_case(out, case.patient_id, None, result.masks)
