@@ -34,7 +34,7 @@ import numpy as np
 from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.4.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run)
+VERSION = "0.5.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage)
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "adapt", "candidate", "select", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "adapt", "refine", "candidate", "select", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
     parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the better nodal fine-tune on validation")
     parser.add_argument("--continue-steps", type=int, default=0, help="steps of the lr-1e-3 continuation (stage nodal-continue: 0 means 1000; stage continue: 0 means none)")
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--adapt-from", type=Path, default=None, help="stage adapt: the nodal run to continue on --phantom's target cohort (WORK/finetune_nodal_adapted)")
     parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
     parser.add_argument("--adapt-run", default="finetune_nodal_adapted", help="stage adapt: the run folder under WORK (a further adaptation of an adapted run: finetune_nodal_adapted2)")
+    parser.add_argument("--refine-from", type=Path, default=None, help="stage refine: the stage-1 run whose CTVn to refine (default WORK/finetune_nodal_adapted2)")
+    parser.add_argument("--refine-steps", type=int, default=2000, help="stage refine: training steps of the CTVn refiner (batch 4 of 48x48x32)")
+    parser.add_argument("--refiner", type=Path, default=None, help="stage ship: a trained refiner (WORK/refiner_ctvn/refiner.pt) to ship inside the model")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
     phantom = args.phantom
@@ -139,6 +142,9 @@ def main() -> None:
         config = config.replace(**common, **timed(args.adapt_minutes))
         train(cohort(data, "target", phantom), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
         return
+    if args.stage == "refine":
+        train_ctvn_refiner(args.refine_from or work / "finetune_nodal_adapted2", work / "refiner_ctvn", cohort(data, "target", phantom), steps=args.refine_steps)
+        return
     if args.stage in ("pretrain", "finetune", "continue", "nodal", "nodal-continue"):
         return
     if args.stage == "candidate":  # score a run on the test cohort without shipping it
@@ -157,8 +163,30 @@ def main() -> None:
         best = select(work, data, phantom, runs)
         if args.stage == "select":
             return
-    ship(best, work, phantom)
+    ship(best, work, phantom, refiner=args.refiner)
     evaluate(work, data, phantom)
+
+
+def train_ctvn_refiner(stage1: Path, out: Path, target: Path, *, steps: int, seed: int = 0) -> dict:
+    """Train the second stage for CTVn (:func:`cervicontour.pipeline.train_refiner_run`, what
+    `cervicontour refine` runs) on the stage-1 run's own split of the target cohort: its training
+    patients train the refiner, its validation patients (never the test set) measure it.
+    Writes OUT/model.pt (stage 1 + refiner) and OUT/refiner.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cervicontour.pipeline import train_refiner_run
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")) as bar:
+        cases = bar.add_task("stage 1 on the target cohort", total=COHORTS["target"][0], info="")
+        fit = bar.add_task("refiner", total=steps, info="")
+
+        def show(step, seconds, loss, val):
+            bar.update(fit, completed=step, info=f"loss {loss:.3f}" + (f"  val Dice {val:.3f}" if val is not None else ""))
+
+        record = train_refiner_run(stage1, target, out, structure="CTVn", context=("CTVp", "Anorectum", "Bladder"), steps=steps, seed=seed,
+                                   on_case=lambda pid: bar.update(cases, advance=1, info=pid), on_step=show)  # fmt: skip
+    print(json.dumps(record["val_dice_refine_grid"]), f"{record['steps']} steps, {record['seconds']:.0f} s")
+    return record
 
 
 def make_cohorts(data: Path, phantom: int) -> None:
@@ -180,7 +208,7 @@ def select(work: Path, data: Path, phantom: int, runs: list[Path]) -> Path:
     from cervicontour.pipeline import predict
 
     target = cohort(data, "target", phantom)
-    val = sorted({pid for r in runs for pid in json.loads((r / "run.json").read_text())["val_cases"]})
+    val = sorted({pid for r in runs for pid in _val_cases(r)})
     view = work / "data" / "target_validation"
     if view.exists():
         shutil.rmtree(view)
@@ -203,6 +231,13 @@ def select(work: Path, data: Path, phantom: int, runs: list[Path]) -> Path:
     (work / "selection.json").write_text(json.dumps(record, indent=2))
     print("validation mean Dice (input grid, five structures):", record["mean_dice"], "→ ship", record["ship"])
     return best
+
+
+def _val_cases(run: Path) -> list[str]:
+    """A candidate's validation patients: a training run's (run.json) or a refine run's (refiner.json)."""
+    if (run / "run.json").is_file():
+        return json.loads((run / "run.json").read_text())["val_cases"]
+    return json.loads((run / "refiner.json").read_text())["val_patients"]
 
 
 def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default", out: Path | None = None, card: bool = True) -> None:
@@ -278,6 +313,7 @@ def write_card(record: dict) -> None:
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
         adaptation=_adaptation(meta)[0], adapted_line=_adaptation(meta)[1], phantom=meta["data"]["test"]["phantom"],
+        second_stage=_second_stage(model),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
@@ -309,6 +345,20 @@ def _adaptation(meta: dict) -> tuple[str, str]:
     return "".join(rows), "".join(lines)
 
 
+def _second_stage(model) -> str:
+    """The model card's lines on the refiner ("" without one)."""
+    r = model.refiner
+    if r is None:
+        return ""
+    params = sum(p.numel() for p in r.network.parameters())
+    val = r.meta["val_dice_refine_grid"]
+    return (f"- Second stage (`cervicontour.model.refine`): a {params:,}-parameter `PlainConvUNet` refines {r.structure} on the input's own grid\n"
+            f"  (LPS; spacing clipped into {tuple(round(v, 2) for v in r.spacing_min_mm)}-{tuple(round(v, 2) for v in r.spacing_max_mm)} mm, resampled there when outside),\n"
+            f"  from the CT and the coarse {', '.join(r.inputs)} maps; trained {r.meta['steps']} steps ({r.meta['seconds'] / 60:.0f} min on this CPU) on the stage-1\n"
+            f"  run's training patients; its validation patients: {r.structure} Dice {val['coarse']:.3f} → {val['refined']:.3f} (refine grid).\n"
+            f"  On a finer CT (e.g. 1 × 1 × 3 mm) it refines at that trained spacing, so the {r.structure} boundary is no finer than the phantoms'.\n")  # fmt: skip
+
+
 def _selection(meta: dict) -> str:
     sel = meta.get("selection")
     if not sel:
@@ -336,7 +386,7 @@ starting point for fine-tuning on real hospital data.
   working spacing {plan.spacing_mm} mm (cohort median), patch {plan.patch_size},
   CT normalisation clip [{plan.normalization.lower_hu:.0f}, {plan.normalization.upper_hu:.0f}] HU then z-score
   (mean {plan.normalization.mean:.1f}, sd {plan.normalization.std:.1f}).
-- Post-processing: the clinicians' rules (`rules.toml`) enforced on the probabilities.
+{second_stage}- Post-processing: the clinicians' rules (`rules.toml`) enforced on the probabilities.
 
 ## Data (all made by `cervicontour.synth`, our own phantom; nothing downloaded)
 | use | cohort | patients |
@@ -375,12 +425,13 @@ how well the model would do on real CT.
 """
 
 
-def ship(fine_run: Path, work: Path, phantom: int) -> None:
+def ship(fine_run: Path, work: Path, phantom: int, refiner: Path | None = None) -> None:
     """Copy the fine-tuned model into the package as float16 and record where it came from (its
     pretraining is the run folder's sibling ``pretrain``; the selection is ``WORK/selection.json``)."""
     from cervicontour.model import load_model, save_model
 
     model = load_model(fine_run)
+    stage1 = fine_run
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
     adaptations = []  # an adapted run's `init` is the run it continued (itself adapted, for a further adaptation)
     while fine_run.name.startswith("finetune_nodal_adapted"):
@@ -412,7 +463,19 @@ def ship(fine_run: Path, work: Path, phantom: int) -> None:
                             "phantom": phantom, "device": info["config"]["device"], "minutes": info["config"].get("max_minutes"),
                             "patients": COHORTS["target"][0], "seed": COHORTS["target"][1]} for name, info in adaptations]
         meta["shipped_run"] = adaptations[-1][0]
-    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True)
+    second = None
+    if refiner is not None:
+        import torch
+
+        from cervicontour.model.refine import Refiner
+
+        payload = torch.load(refiner, map_location="cpu", weights_only=False)
+        # a refine run's model.pt (stage 1 + refiner), or a bare refiner payload
+        second = Refiner.from_payload(payload["refiner"] if "format" in payload else payload)
+        if Path(second.meta["stage1"]).resolve() != stage1.resolve():
+            raise SystemExit(f"{refiner} refines {second.meta['stage1']}, not the shipped run {stage1}")
+        meta["refiner"] = {"file": str(refiner), **second.meta}
+    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True, refiner=second)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 
 

@@ -74,3 +74,20 @@ def test_gpu_inference_matches_the_cpu(tiny_cohort, tmp_path):
     on_cpu = predict_probabilities(cpu_model.network, image, patch, pad_value=-3.0, device="cpu")
     on_gpu = predict_probabilities(gpu_model.network, image, patch, pad_value=-3.0, device="cuda")
     np.testing.assert_allclose(on_gpu, on_cpu, atol=2e-3)
+
+
+def test_the_refiner_on_the_gpu_matches_the_cpu():
+    """The shipped model's CTVn refiner (inputs built on the CPU, network on the device)."""
+    from cervicontour.model import load_model
+    from cervicontour.model.refine import refine
+    from cervicontour.volume import Volume
+
+    cpu_model, gpu_model = load_model("default", device="cpu"), load_model("default", device="cuda")
+    assert cpu_model.refiner is not None
+    rng = np.random.default_rng(2)
+    x, y, _ = np.meshgrid(np.arange(40), np.arange(36), np.arange(20), indexing="ij")
+    ct = Volume((rng.normal(40, 20, x.shape) + 200 * (np.hypot(x - 18, y - 20) < 3)).astype(np.float32), (3.5, 3.5, 5.0))
+    coarse = {n: np.clip(1.2 - np.abs(np.hypot(x - 18.0, y - 20.0) - 4.5) / 2.5, 0, 1).astype(np.float32) for n in cpu_model.refiner.inputs}
+    on_cpu = refine(cpu_model.refiner, ct, coarse, cpu_model.plan.normalization, device="cpu")
+    on_gpu = refine(gpu_model.refiner, ct, coarse, gpu_model.plan.normalization, device="cuda")
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=2e-3)

@@ -63,3 +63,36 @@ def test_demo_with_the_shipped_model(tmp_path):
     proc = _run("demo", str(tmp_path / "demo"), "--patients", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "demo" / "report.html").is_file() and "Dice" in proc.stdout
+
+
+def test_refine_trains_a_second_stage_that_predict_uses(tiny_cohort, tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text('network = "tiny"\npatch_budget_voxels = 16384\nfolds = 2\nval_every = 2\nval_cases = 1\nthreads = 1\n')
+    run = tmp_path / "run"
+    assert _run("train", str(tiny_cohort), "--out", str(run), "--config", str(config), "--steps", "2").returncode == 0
+    # two steps leave every probability near the head prior (0.02): lift the CTVn head so stage 1 finds
+    # a CTVn for the refiner to work on
+    import torch
+
+    from cervicontour.model import load_model, save_model
+
+    stage1 = load_model(run)
+    head = stage1.network.decoder.seg_layers[-1]
+    with torch.no_grad():
+        head.bias[stage1.structures.index("CTVn")] = 0.5
+    save_model(run / "model.pt", stage1.network, stage1.plan, stage1.arch, name=stage1.name, version=stage1.version, config_sha256=stage1.config_sha256, meta=stage1.meta)
+    refined = tmp_path / "refined"
+    proc = _run("refine", str(tiny_cohort), "--model", str(run), "--out", str(refined), "--steps", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((refined / "refiner.json").read_text())
+    split = json.loads((run / "run.json").read_text())
+    assert record["steps"] == 3 and record["val_patients"] == split["val_cases"]  # the stage-1 run's own split
+    assert set(record["train_patients"]) == set(split["train_cases"])
+    pred = tmp_path / "pred"
+    proc = _run("predict", str(tiny_cohort), "--out", str(pred), "--model", str(refined), "--all")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prediction = json.loads((pred / "SYN004" / "prediction.json").read_text())
+    assert prediction["model"]["refined"] == ["CTVn"] and "refine" in prediction["timings_s"]
+    # a second run into the same folder is refused before any work, and writes nothing
+    proc = _run("refine", str(tiny_cohort), "--model", str(run), "--out", str(refined), "--steps", "3")
+    assert proc.returncode == 2 and "not empty" in proc.stderr

@@ -103,3 +103,28 @@ def test_reference_groups_follow_each_cases_contours(tmp_path):
 
     assert read_nifti(tmp_path / "out" / "PA" / "structures" / "CTVn.nii.gz").array.sum() == _box(6, 24).sum()
     assert read_nifti(tmp_path / "out" / "NOPA" / "structures" / "CTVn.nii.gz").array.sum() == _box(6, 16).sum()
+
+
+class GrowNet(torch.nn.Module):
+    """A hand-made second stage: the refined CTVn is the coarse one grown by one voxel along i."""
+
+    def forward(self, x):
+        grown = torch.nn.functional.max_pool3d(x[:, 1:2], (3, 1, 1), stride=1, padding=(1, 0, 0))
+        return (grown > 0.5).float() * 40 - 20
+
+
+@pytest.mark.parametrize("refined", [False, True], ids=["coarse", "refined"])
+def test_the_parts_union_is_the_composed_target(refined):
+    """`cervicontour compose` re-makes CTVn from the part masks: their union must be the CTVn that
+    predict wrote, also where a refiner grew CTVn beyond every part's 0.5 level."""
+    from cervicontour.model.refine import Refiner
+    from cervicontour.pipeline import predict_case
+
+    model = _model()
+    if refined:
+        model.refiner = Refiner("CTVn", ("CTVp",), GrowNet(), {}, (2.0, 2.0, 3.0), (2.0, 2.0, 3.0), (16, 16, 8))
+    result = predict_case(_image(), model)
+    ctvn = result.masks["CTVn"].array
+    np.testing.assert_array_equal(ctvn, _box(5, 17) if refined else _box(6, 16))
+    union = result.masks["LN_Pelvic"].array | result.masks["LN_CommonIliac"].array
+    np.testing.assert_array_equal(union, ctvn)

@@ -3,7 +3,8 @@
 ``predict_case`` reads like the data-flow diagram::
 
     io → preprocess (reorient, crop, resample, normalise) → model (sliding window, TTA)
-       → preprocess⁻¹ (back onto the input grid) → rules.enforce (postprocess) → masks + record
+       → preprocess⁻¹ (back onto the input grid) → [refiner: second stage near the input's resolution]
+       → rules.enforce (postprocess) → masks + record
 
 ``predict`` runs it over a NIfTI file, a DICOM series folder or a cohort and writes the cohort
 layout ``OUT/<patient_id>/structures/<Name>.nii.gz`` plus ``OUT/<patient_id>/prediction.json``.
@@ -80,28 +81,29 @@ def predict_case(
             clinician extends the field). Including para-aortic nodes is a clinical decision the
             CT does not show, so the model predicts every group and the choice composes CTVn.
 
+    A model with a refiner (:mod:`cervicontour.model.refine`) replaces that structure's
+    probabilities by the refined ones before the rules; the per-structure uncertainty stays the
+    working-grid one.
+
     Returns:
         :class:`CasePrediction`. A structure the model finds nowhere gets an all-zero mask and
         is flagged for close review.
     """
-    from cervicontour.model.infer import predict_probabilities
-    from cervicontour.preprocess import prepare_image
     from cervicontour.rules import enforce
 
     plan, clock = model.plan, _Clock()
-    # 1. preprocess: LPS, body crop, working spacing, CT normalisation
-    prepared = prepare_image(image, plan)
-    clock.lap("preprocess")
-    # 2. model: per-structure sigmoid probabilities on the working grid
-    pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
-    working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
-    names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
-    clock.lap("model")
-    # 3. back onto the input grid (the box around everything the model found)
-    values, box = prepared.back_to_input(working)
+    names, working, composed, values, box = _stage1(image, model, tta=tta, device=device, nodal_groups=nodal_groups, clock=clock)
     box_grid = _box_volume(image, box)
+    # 3b. second stage (when the model has one): refine one structure near the input's resolution
+    refiner = getattr(model, "refiner", None)
+    if refiner is not None and values.size:
+        from cervicontour.model.refine import refine
+
+        coarse = {n: values[names.index(n)] for n in refiner.inputs}
+        ct_box = box_grid.with_array(np.asarray(image.array[box], np.float32))
+        values[names.index(refiner.structure)] = refine(refiner, ct_box, coarse, plan.normalization, device=device, mirror_axes=(0,) if tta else ())
+        clock.lap("refine")
     probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(names)}
-    clock.lap("resample_back")
     # 4. postprocess: the clinicians' rules, with every change reported (on the composed targets;
     #    the parts follow their target below)
     parts = set(COMPOUND["CTVn"]) & set(names) if composed else set()
@@ -119,6 +121,11 @@ def predict_case(
                 part = values[c] >= 0.5
                 target = next((t for t, ps in composed.items() if name in ps), None)
                 if target is not None:
+                    # every target voxel also goes to its most probable part, so the parts' union
+                    # is the target (`cervicontour compose` re-makes it) even where no part reaches
+                    # 0.5: a refined target, or linear resampling of the max
+                    siblings = [names.index(p) for p in composed[target]]
+                    part |= np.argmax(values[siblings], axis=0) == siblings.index(c)
                     part &= enforced.masks[target].array > 0
                 full[box] = part
         masks[name] = image.with_array(full, structure=name)
@@ -133,6 +140,36 @@ def predict_case(
             kept[name] = image.with_array(full, structure=name)
     clock.lap("assemble")
     return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept, composed)
+
+
+def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock: "_Clock | None" = None):
+    """Steps 1-3 of :func:`predict_case`: the model's probabilities on the working grid (with
+    CTVn composed from the nodal groups) and mapped back onto the input grid.
+
+    Returns:
+        ``(names, working, composed, values, box)``: output names, ``(C, *working)``
+        probabilities, the composition record, ``(C, *box)`` input-grid probabilities over the
+        input-array box ``box``. With a refiner the box reaches down to its region threshold (the
+        refiner may grow a structure into voxels the coarse map left below 0.5).
+    """
+    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.preprocess import prepare_image
+
+    plan, clock = model.plan, clock or _Clock()
+    # 1. preprocess: LPS, body crop, working spacing, CT normalisation
+    prepared = prepare_image(image, plan)
+    clock.lap("preprocess")
+    # 2. model: per-structure sigmoid probabilities on the working grid
+    pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
+    working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
+    names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
+    clock.lap("model")
+    # 3. back onto the input grid (the box around everything the model found)
+    refiner = getattr(model, "refiner", None)
+    threshold = 0.5 if refiner is None else min(0.5, refiner.region_threshold)
+    values, box = prepared.back_to_input(working, threshold_region=threshold)
+    clock.lap("resample_back")
+    return names, working, composed, values, box
 
 
 def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_groups: Sequence[str] | None):
@@ -296,7 +333,8 @@ def predict(
         record = {
             "patient_id": case.patient_id,
             "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
-            "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures)},
+            "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),
+                      "refined": [loaded.refiner.structure] if loaded.refiner is not None else []},
             "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
             "structures": result.structures,
             "composed": result.composed,
@@ -310,3 +348,99 @@ def predict(
         if on_case:
             on_case(case.patient_id)
     return written
+
+
+def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", progress=None) -> list:
+    """Run ``model`` (stage 1) on labelled ``cases`` and turn each into a training case for
+    ``refiner`` (:func:`cervicontour.model.refine.refine_case`): exactly the inputs ``predict``
+    gives the refiner, with the reference mask of ``refiner.structure`` as the label.
+
+    Args:
+        model: the stage-1 model (its own refiner, if any, is not used).
+        cases: :class:`cervicontour.cohort.Case` objects with the refined structure.
+        nodal_groups: ``"reference"`` composes each case's CTVn from its reference's nodal
+            groups (as the evaluation does), or a fixed list, or None for the default.
+        progress: called with each case's patient id.
+    """
+    from cervicontour.model.refine import refine_case
+
+    out = []
+    for case in cases:
+        groups = reference_nodal_groups(case.patient_id, case.structure_names) if nodal_groups == "reference" else nodal_groups
+        image = case.load_image()
+        names, _, _, values, box = _stage1(image, model, tta=False, device="cpu", nodal_groups=groups)
+        if not values.size:
+            continue
+        ct_box = _box_volume(image, box).with_array(np.asarray(image.array[box], np.float32))
+        coarse = {n: values[names.index(n)] for n in refiner.inputs}
+        reference = case.load_structure(refiner.structure).array[box]
+        out.append(refine_case(refiner, ct_box, coarse, reference, model.plan.normalization, case.patient_id))
+        if progress is not None:
+            progress(case.patient_id)
+    return out
+
+
+def train_refiner_run(
+    stage1,
+    cohort_root,
+    out,
+    *,
+    structure: str = "CTVn",
+    context: Sequence[str] = ("CTVp", "Anorectum", "Bladder"),
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    validation_patients: int = 8,
+    on_case=None,
+    on_step=None,
+) -> dict:
+    """Train a second stage (:mod:`cervicontour.model.refine`) for ``structure`` on top of the
+    model ``stage1`` and write ``OUT/model.pt`` (stage 1 + refiner, float32) and ``OUT/refiner.json``.
+
+    The split: a ``stage1`` run folder's own training/validation patients (its ``run.json``), so
+    the refiner never trains on the patients that chose stage 1; otherwise the labelled patients
+    with ``structure``, the last ``validation_patients`` of a seeded shuffle for validation.
+    CTVn is composed per patient from the reference's nodal groups when every patient has them.
+
+    Returns:
+        the training record (also in ``refiner.json``).
+    """
+    from cervicontour.cohort import load_cohort
+    from cervicontour.model import load_model, save_model
+    from cervicontour.model.refine import new_refiner, train_refiner
+    from cervicontour.model.run_files import write_json
+    from cervicontour.volume import lps_axes
+
+    model = load_model(stage1)
+    model.refiner = None
+    cohort = load_cohort(cohort_root)
+    run_json = Path(stage1) / "run.json"
+    if run_json.is_file():
+        run = json.loads(run_json.read_text())
+        train_ids, val_ids = list(run["train_cases"]), list(run["val_cases"])
+    else:
+        ids = [c.patient_id for c in cohort.labelled() if c.has(structure) or (structure == "CTVn" and any(n in COMPOUND["CTVn"] for n in c.structure_names))]
+        ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+        train_ids, val_ids = ids[:-validation_patients], ids[-validation_patients:]
+    if not train_ids:
+        raise InputError(f"{cohort_root}: no labelled patient with {structure} to train a refiner on")
+    spacings = []
+    for pid in train_ids:
+        image = cohort[pid].load_image()
+        order, _ = lps_axes(image.direction)
+        spacings.append([image.spacing_mm[a] for a in order])
+    spacings = np.asarray(spacings)
+    refiner = new_refiner(structure, tuple(context), spacings.min(0), spacings.max(0), seed=seed)
+    nodal = "reference" if all(any(n in COMPOUND["CTVn"] for n in cohort[p].structure_names) for p in train_ids + val_ids) else None
+    train_cases = refine_training_cases(model, [cohort[p] for p in train_ids], refiner, nodal_groups=nodal, progress=on_case)
+    val_cases = refine_training_cases(model, [cohort[p] for p in val_ids], refiner, nodal_groups=nodal, progress=on_case)
+    if not train_cases:
+        raise InputError(f"the stage-1 model finds no {structure} (probability ≥ {refiner.region_threshold}) in any of the {len(train_ids)} training patients; train it first")
+    record = train_refiner(refiner, train_cases, val_cases, steps=steps, minutes=minutes, seed=seed, progress=on_step)
+    record.update(stage1=str(stage1), cohort=str(cohort_root), structure=structure, context=list(context), nodal_groups=nodal or "default")
+    refiner.meta = {k: v for k, v in record.items() if k != "curve"}
+    out = Path(out)
+    save_model(out / "model.pt", model.network, model.plan, model.arch, name=model.name, version=model.version, config_sha256=model.config_sha256,
+               meta={**model.meta, "refiner": refiner.meta}, refiner=refiner)  # fmt: skip
+    write_json(out / "refiner.json", record)
+    return record

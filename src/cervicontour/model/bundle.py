@@ -29,6 +29,8 @@ class Model:
         config_sha256: hash of the training config that made it.
         meta: anything else recorded at training time (data, metrics, steps).
         path: where it was read from.
+        refiner: an optional second stage for one structure
+            (:class:`cervicontour.model.refine.Refiner`), applied by ``predict``.
     """
 
     network: object
@@ -39,23 +41,19 @@ class Model:
     config_sha256: str
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    refiner: object | None = None
 
     @property
     def structures(self) -> tuple[str, ...]:
         return self.plan.structures
 
 
-def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False) -> Path:
-    """Write ``model.pt`` atomically. ``half=True`` stores float16 weights (half the size)."""
+def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> Path:
+    """Write ``model.pt`` atomically. ``half=True`` stores float16 weights (half the size).
+    ``refiner``: a trained :class:`cervicontour.model.refine.Refiner` to ship inside the same file."""
     import torch
 
-    state, seen = {}, {}
-    for key, value in network.state_dict().items():
-        # the decoder holds the encoder too: aliases share one stored tensor (3× smaller file)
-        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
-        if ptr not in seen:
-            seen[ptr] = (value.half() if half and value.is_floating_point() else value).detach().cpu().clone()
-        state[key] = seen[ptr]
+    state = storable_state(network, half=half)
     payload = {
         "format": FORMAT,
         "name": name,
@@ -66,12 +64,26 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
         "meta": meta or {},
         "state_dict": state,
     }
+    if refiner is not None:
+        payload["refiner"] = refiner.to_payload(half=half)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def storable_state(network, *, half: bool = False) -> dict:
+    """``network.state_dict()`` on the CPU, optionally float16, aliases stored once (the decoder of
+    a ``PlainConvUNet`` holds the encoder too: 3× smaller file)."""
+    state, seen = {}, {}
+    for key, value in network.state_dict().items():
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
+        if ptr not in seen:
+            seen[ptr] = (value.half() if half and value.is_floating_point() else value).detach().cpu().clone()
+        state[key] = seen[ptr]
+    return state
 
 
 def resolve_model_path(source: str | os.PathLike) -> Path:
@@ -114,4 +126,11 @@ def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") ->
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     load_state(network, state)
     network.to(device).eval()
-    return Model(network, plan, payload["arch"], payload["name"], payload["version"], payload["config_sha256"], payload.get("meta", {}), path)
+    refiner = None
+    if payload.get("refiner") is not None:
+        from cervicontour.model.refine import Refiner
+
+        refiner = Refiner.from_payload(payload["refiner"], device=device)
+        if refiner.structure not in plan.structures and not (refiner.structure == "CTVn" and any(n.startswith("LN_") for n in plan.structures)):
+            raise InputError(f"{path}: its refiner refines {refiner.structure!r}, which the model does not predict ({', '.join(plan.structures)})")
+    return Model(network, plan, payload["arch"], payload["name"], payload["version"], payload["config_sha256"], payload.get("meta", {}), path, refiner)

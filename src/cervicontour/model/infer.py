@@ -7,6 +7,7 @@ Our own ~50 lines rather than MONAI's ``sliding_window_inference``: importing MO
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def predict_probabilities(
     image: np.ndarray,
     patch_size,
     *,
-    pad_value: float,
+    pad_value: float | Sequence[float],
     overlap: float = 0.5,
     device: str = "cpu",
     mirror_axes: tuple[int, ...] = (),
@@ -50,20 +51,26 @@ def predict_probabilities(
     """Per-structure sigmoid probabilities ``(C, X, Y, Z)`` float32 for a working-grid image.
 
     Args:
-        network: maps ``(B, 1, *patch)`` to logits ``(B, C, *patch)``; put in eval mode here.
-        image: ``(X, Y, Z)`` normalised CT on the working grid.
-        patch_size: window size; the image is padded with ``pad_value`` where smaller.
+        network: maps ``(B, K, *patch)`` to logits ``(B, C, *patch)``; put in eval mode here.
+        image: ``(X, Y, Z)`` normalised CT on the working grid, or ``(K, X, Y, Z)`` for a
+            network with K input channels (the refiner's CT + coarse maps).
+        patch_size: window size; the image is padded with ``pad_value`` (one value, or one per
+            input channel) where smaller.
         mirror_axes: test-time augmentation: also predict the image mirrored along each subset of
             these axes and average (``(0,)`` = left-right: 2 passes).
     """
     network.eval()
-    shape = np.asarray(image.shape)
+    channels = np.asarray(image, np.float32)
+    channels = channels[None] if channels.ndim == 3 else channels
+    pads = np.broadcast_to(np.asarray(pad_value, np.float32), (channels.shape[0],))
+    shape = np.asarray(channels.shape[1:])
     patch = np.asarray(patch_size)
     padded_shape = np.maximum(shape, patch)
     pad_lo = (padded_shape - shape) // 2
-    padded = np.full(padded_shape, pad_value, np.float32)
-    padded[tuple(slice(a, a + n) for a, n in zip(pad_lo, shape))] = image
-    x = torch.as_tensor(padded, device=device)[None, None]
+    padded = np.empty((channels.shape[0], *padded_shape), np.float32)
+    padded[:] = pads[:, None, None, None]
+    padded[(slice(None), *[slice(a, a + n) for a, n in zip(pad_lo, shape)])] = channels
+    x = torch.as_tensor(padded, device=device)[None]
     weights = torch.as_tensor(gaussian_weights(patch), device=device)
     starts = list(itertools.product(*[window_starts(int(d), int(p), overlap) for d, p in zip(padded_shape, patch)]))
     combos = [()] + [c for r in range(1, len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
