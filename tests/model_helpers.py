@@ -42,3 +42,18 @@ def tiny_run(tiny_cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     train(tiny_cohort, out, TINY.replace(steps=2))
     return out
+
+
+def lift_head(source, structure: str, out_path: Path, bias: float = 0.5) -> Path:
+    """Save ``source``'s model with ``structure``'s head bias set to ``bias`` at ``out_path``: a
+    two-step model leaves every probability near the 2 % head prior, so a stage 1 lifted this way
+    finds the structure everywhere in the body (what a refiner needs to work on)."""
+    import torch
+
+    from cervicontour.model import load_model, save_model
+
+    model = load_model(source)
+    head = model.network.decoder.seg_layers[-1]
+    with torch.no_grad():
+        head.bias[model.structures.index(structure)] = bias
+    return save_model(out_path, model.network, model.plan, model.arch, name=model.name, version=model.version, config_sha256=model.config_sha256, meta=model.meta)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model_helpers import tiny_cohort  # noqa: F401 (fixture)
+from model_helpers import lift_head, tiny_cohort  # noqa: F401 (fixture)
 
 pytest.importorskip("torch")
 EXE = str(Path(sys.executable).parent / "cervicontour")
@@ -70,17 +70,7 @@ def test_refine_trains_a_second_stage_that_predict_uses(tiny_cohort, tmp_path):
     config.write_text('network = "tiny"\npatch_budget_voxels = 16384\nfolds = 2\nval_every = 2\nval_cases = 1\nthreads = 1\n')
     run = tmp_path / "run"
     assert _run("train", str(tiny_cohort), "--out", str(run), "--config", str(config), "--steps", "2").returncode == 0
-    # two steps leave every probability near the head prior (0.02): lift the CTVn head so stage 1 finds
-    # a CTVn for the refiner to work on
-    import torch
-
-    from cervicontour.model import load_model, save_model
-
-    stage1 = load_model(run)
-    head = stage1.network.decoder.seg_layers[-1]
-    with torch.no_grad():
-        head.bias[stage1.structures.index("CTVn")] = 0.5
-    save_model(run / "model.pt", stage1.network, stage1.plan, stage1.arch, name=stage1.name, version=stage1.version, config_sha256=stage1.config_sha256, meta=stage1.meta)
+    lift_head(run, "CTVn", run / "model.pt")  # so that stage 1 finds a CTVn for the refiner to work on
     refined = tmp_path / "refined"
     proc = _run("refine", str(tiny_cohort), "--model", str(run), "--out", str(refined), "--steps", "3")
     assert proc.returncode == 0, proc.stderr[-2000:]

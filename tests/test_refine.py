@@ -187,3 +187,18 @@ def test_a_refiner_for_a_structure_the_model_lacks_is_refused(tiny_run, tmp_path
     path = save_model(tmp_path / "m.pt", model.network, model.plan, model.arch, name="t", version="0", config_sha256="-", refiner=refiner)
     with pytest.raises(InputError, match="GTVp"):
         load_model(path)
+
+
+def test_a_model_file_without_a_run_gets_a_seeded_split(tiny_run, tiny_cohort, tmp_path):
+    """No run.json beside the stage-1 model: the labelled patients are shuffled with the seed and at
+    most a fifth (here 4 // 5 = 0) go to validation."""
+    from cervicontour.cohort import load_cohort
+    from cervicontour.model import load_model
+    from cervicontour.pipeline import train_refiner_run
+    from model_helpers import lift_head
+
+    stage1 = lift_head(tiny_run, "CTVn", tmp_path / "stage1.pt")
+    record = train_refiner_run(stage1, tiny_cohort, tmp_path / "refined", steps=2)
+    labelled = {c.patient_id for c in load_cohort(tiny_cohort).labelled()}
+    assert len(labelled) == 4 and record["val_patients"] == [] and set(record["train_patients"]) == labelled
+    assert load_model(tmp_path / "refined").refiner.meta["steps"] == 2

@@ -399,7 +399,8 @@ def train_refiner_run(
 
     The split: a ``stage1`` run folder's own training/validation patients (its ``run.json``), so
     the refiner never trains on the patients that chose stage 1; otherwise the labelled patients
-    with ``structure``, the last ``validation_patients`` of a seeded shuffle for validation.
+    with ``structure``, the last ``validation_patients`` (at most a fifth) of a seeded shuffle for
+    validation.
     CTVn is composed per patient from the reference's nodal groups when every patient has them.
 
     Returns:
@@ -421,7 +422,8 @@ def train_refiner_run(
     else:
         ids = [c.patient_id for c in cohort.labelled() if c.has(structure) or (structure == "CTVn" and any(n in COMPOUND["CTVn"] for n in c.structure_names))]
         ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-        train_ids, val_ids = ids[:-validation_patients], ids[-validation_patients:]
+        n_val = min(validation_patients, len(ids) // 5)  # at most a fifth: a small cohort keeps most to train on
+        train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     if not train_ids:
         raise InputError(f"{cohort_root}: no labelled patient with {structure} to train a refiner on")
     spacings = []

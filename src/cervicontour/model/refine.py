@@ -79,10 +79,6 @@ class Refiner:
         """The coarse maps it reads: the refined structure first, then the context."""
         return (self.structure, *self.context)
 
-    @property
-    def in_channels(self) -> int:
-        return 1 + len(self.inputs) + 2
-
     def to_payload(self, *, half: bool = False) -> dict:
         from cervicontour.model.bundle import storable_state
 
@@ -99,14 +95,18 @@ class Refiner:
         from cervicontour.model.network import build_network, load_state
 
         arch = payload["arch"]
-        n_in = 1 + 1 + len(payload["context"]) + 2
-        unet = build_network(arch, n_in, 1)
+        unet = build_network(arch, _in_channels(payload["context"]), 1)
         load_state(unet, {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
         return cls(
             payload["structure"], tuple(payload["context"]), ResidualLogit(unet).to(device).eval(), arch,
             tuple(payload["spacing_min_mm"]), tuple(payload["spacing_max_mm"]), tuple(payload["patch_size"]),
             float(payload["region_threshold"]), int(payload["region_margin_vox"]), dict(payload.get("meta", {})),
         )  # fmt: skip
+
+
+def _in_channels(context) -> int:
+    """CT + the refined structure's coarse map + one per context structure + two spacing channels."""
+    return 1 + 1 + len(context) + 2
 
 
 @functools.cache
@@ -139,7 +139,7 @@ def new_refiner(structure: str, context, spacing_min_mm, spacing_max_mm, *, seed
 
     torch.manual_seed(seed)
     arch = refiner_arch()
-    unet = build_network(arch, 1 + 1 + len(context) + 2, 1)
+    unet = build_network(arch, _in_channels(context), 1)
     head = unet.decoder.seg_layers[-1]
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -173,7 +173,9 @@ def refine_spacing(lps_spacing_mm, spacing_min_mm, spacing_max_mm) -> tuple[floa
 
 def spacing_channels(spacing_mm) -> tuple[float, float]:
     """The two constant spacing channels: in-plane and through-plane, centred and scaled to ~unit
-    range on the synthetic cohort's 3.3-4.1 mm / 4.5-6 mm spacings."""
+    range on the synthetic cohort's 3.3-4.1 mm / 4.5-6 mm spacings. Fixed numbers, not the training
+    cohort's statistics, so the channels mean the same thing in every refiner (a refiner trained on
+    finer CT sees larger constant offsets, which its first layer absorbs)."""
     s = np.asarray(spacing_mm, float)
     return float((0.5 * (s[0] + s[1]) - 3.6) / 0.3), float((s[2] - 5.2) / 0.5)
 
