@@ -161,7 +161,9 @@ def test_model_file_carries_the_refiner(tiny_run, tiny_cohort, tmp_path):
     from cervicontour.model import load_model, save_model
     from cervicontour.pipeline import predict_case
 
-    model = load_model(tiny_run)
+    from model_helpers import lift_head
+
+    model = load_model(lift_head(tiny_run, "CTVn", tmp_path / "lifted.pt"))  # finds a CTVn: the refiner has a box to work on
     assert model.refiner is None
     refiner = _random_refiner()
     path = save_model(tmp_path / "m.pt", model.network, model.plan, model.arch, name="t", version="0", config_sha256="-", refiner=refiner)

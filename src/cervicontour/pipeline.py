@@ -149,8 +149,8 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     Returns:
         ``(names, working, composed, values, box)``: output names, ``(C, *working)``
         probabilities, the composition record, ``(C, *box)`` input-grid probabilities over the
-        input-array box ``box``. With a refiner the box reaches down to its region threshold (the
-        refiner may grow a structure into voxels the coarse map left below 0.5).
+        input-array box ``box`` (under the working voxels where any channel reaches 0.5, grown by
+        one working voxel: a refiner can grow a structure by about that much).
     """
     from cervicontour.model.infer import predict_probabilities
     from cervicontour.preprocess import prepare_image
@@ -164,10 +164,9 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
     names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
     clock.lap("model")
-    # 3. back onto the input grid (the box around everything the model found)
-    refiner = getattr(model, "refiner", None)
-    threshold = 0.5 if refiner is None else min(0.5, refiner.region_threshold)
-    values, box = prepared.back_to_input(working, threshold_region=threshold)
+    # 3. back onto the input grid (the box around everything the model found: a refiner works inside
+    #    it, the same box in training, refine_training_cases, as here)
+    values, box = prepared.back_to_input(working)
     clock.lap("resample_back")
     return names, working, composed, values, box
 
