@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--adapt-run", default="finetune_nodal_adapted", help="stage adapt: the run folder under WORK (a further adaptation of an adapted run: finetune_nodal_adapted2)")
     parser.add_argument("--refine-from", type=Path, default=None, help="stage refine: the stage-1 run whose CTVn to refine (default WORK/finetune_nodal_adapted2)")
     parser.add_argument("--refine-steps", type=int, default=2000, help="stage refine: training steps of the CTVn refiner (batch 4 of 48x48x32)")
-    parser.add_argument("--refiner", type=Path, default=None, help="stage ship: a trained refiner (WORK/refiner_ctvn/refiner.pt) to ship inside the model")
+    parser.add_argument("--refiner", type=Path, default=None, help="stage ship: a refine run (WORK/refiner_ctvn, or its model.pt) whose refiner ships inside the model")
     parser.add_argument("--runs", type=Path, nargs="+", default=None, help="stages select/ship: the candidate fine-tune runs, from any work folders (default: WORK's nodal runs); each folder's pretraining is its sibling `pretrain`")
     args = parser.parse_args()
     phantom = args.phantom
@@ -168,25 +168,14 @@ def main() -> None:
 
 
 def train_ctvn_refiner(stage1: Path, out: Path, target: Path, *, steps: int, seed: int = 0) -> dict:
-    """Train the second stage for CTVn (:func:`cervicontour.pipeline.train_refiner_run`, what
-    `cervicontour refine` runs) on the stage-1 run's own split of the target cohort: its training
-    patients train the refiner, its validation patients (never the test set) measure it.
-    Writes OUT/model.pt (stage 1 + refiner) and OUT/refiner.json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Train the second stage for CTVn with `cervicontour refine` (called in-process) on the
+    stage-1 run's own split of the target cohort: its training patients train the refiner, its
+    validation patients (never the test set) measure it. Writes OUT/model.pt (stage 1 + refiner)
+    and OUT/refiner.json; OUT must not exist yet."""
+    from cervicontour.cli import refine
 
-    from cervicontour.pipeline import train_refiner_run
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")) as bar:
-        cases = bar.add_task("stage 1 on the target cohort", total=COHORTS["target"][0], info="")
-        fit = bar.add_task("refiner", total=steps, info="")
-
-        def show(step, seconds, loss, val):
-            bar.update(fit, completed=step, info=f"loss {loss:.3f}" + (f"  val Dice {val:.3f}" if val is not None else ""))
-
-        record = train_refiner_run(stage1, target, out, structure="CTVn", context=("CTVp", "Anorectum", "Bladder"), steps=steps, seed=seed,
-                                   on_case=lambda pid: bar.update(cases, advance=1, info=pid), on_step=show)  # fmt: skip
-    print(json.dumps(record["val_dice_refine_grid"]), f"{record['steps']} steps, {record['seconds']:.0f} s")
-    return record
+    refine(target, model=str(stage1), out=out, structure="CTVn", context="CTVp,Anorectum,Bladder", steps=steps, max_minutes=None, seed=seed)
+    return json.loads((out / "refiner.json").read_text())
 
 
 def make_cohorts(data: Path, phantom: int) -> None:
@@ -465,13 +454,9 @@ def ship(fine_run: Path, work: Path, phantom: int, refiner: Path | None = None) 
         meta["shipped_run"] = adaptations[-1][0]
     second = None
     if refiner is not None:
-        import torch
-
-        from cervicontour.model.refine import Refiner
-
-        payload = torch.load(refiner, map_location="cpu", weights_only=False)
-        # a refine run's model.pt (stage 1 + refiner), or a bare refiner payload
-        second = Refiner.from_payload(payload["refiner"] if "format" in payload else payload)
+        second = load_model(refiner).refiner  # a refine run (stage 1 + refiner)
+        if second is None:
+            raise SystemExit(f"{refiner}: no refiner in this model")
         if Path(second.meta["stage1"]).resolve() != stage1.resolve():
             raise SystemExit(f"{refiner} refines {second.meta['stage1']}, not the shipped run {stage1}")
         meta["refiner"] = {"file": str(refiner), **second.meta}

@@ -95,12 +95,11 @@ def predict_case(
     names, working, composed, values, box = _stage1(image, model, tta=tta, device=device, nodal_groups=nodal_groups, clock=clock)
     box_grid = _box_volume(image, box)
     # 3b. second stage (when the model has one): refine one structure near the input's resolution
-    refiner = getattr(model, "refiner", None)
+    refiner = model.refiner
     if refiner is not None and values.size:
         from cervicontour.model.refine import refine
 
-        coarse = {n: values[names.index(n)] for n in refiner.inputs}
-        ct_box = box_grid.with_array(np.asarray(image.array[box], np.float32))
+        ct_box, coarse = _refiner_inputs(image, box, names, values, refiner)
         values[names.index(refiner.structure)] = refine(refiner, ct_box, coarse, plan.normalization, device=device, mirror_axes=(0,) if tta else ())
         clock.lap("refine")
     probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(names)}
@@ -169,6 +168,13 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     values, box = prepared.back_to_input(working)
     clock.lap("resample_back")
     return names, working, composed, values, box
+
+
+def _refiner_inputs(image: Volume, box, names, values: np.ndarray, refiner) -> tuple[Volume, dict[str, np.ndarray]]:
+    """What a refiner reads from stage 1: the CT over the box (HU, the box's geometry) and the
+    coarse maps it names (the same in ``predict`` and in training)."""
+    ct_box = _box_volume(image, box).with_array(np.asarray(image.array[box], np.float32))
+    return ct_box, {n: values[names.index(n)] for n in refiner.inputs}
 
 
 def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_groups: Sequence[str] | None):
@@ -370,8 +376,7 @@ def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", pr
         names, _, _, values, box = _stage1(image, model, tta=False, device="cpu", nodal_groups=groups)
         if not values.size:
             continue
-        ct_box = _box_volume(image, box).with_array(np.asarray(image.array[box], np.float32))
-        coarse = {n: values[names.index(n)] for n in refiner.inputs}
+        ct_box, coarse = _refiner_inputs(image, box, names, values, refiner)
         reference = case.load_structure(refiner.structure).array[box]
         out.append(refine_case(refiner, ct_box, coarse, reference, model.plan.normalization, case.patient_id))
         if progress is not None:

@@ -130,7 +130,10 @@ def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") ->
     if payload.get("refiner") is not None:
         from cervicontour.model.refine import Refiner
 
+        from cervicontour.structures import COMPOUND
+
         refiner = Refiner.from_payload(payload["refiner"], device=device)
-        if refiner.structure not in plan.structures and not (refiner.structure == "CTVn" and any(n.startswith("LN_") for n in plan.structures)):
+        composed = any(part in plan.structures for part in COMPOUND.get(refiner.structure, ()))  # e.g. CTVn from the LN_* groups
+        if refiner.structure not in plan.structures and not composed:
             raise InputError(f"{path}: its refiner refines {refiner.structure!r}, which the model does not predict ({', '.join(plan.structures)})")
     return Model(network, plan, payload["arch"], payload["name"], payload["version"], payload["config_sha256"], payload.get("meta", {}), path, refiner)

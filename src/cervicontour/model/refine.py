@@ -196,14 +196,17 @@ def build_inputs(refiner: Refiner, ct_box: Volume, coarse: Mapping[str, np.ndarr
     spacing = refine_spacing(lps_spacing, refiner.spacing_min_mm, refiner.spacing_max_mm)
     grid, cropped = working_grid_of(ct_box, spacing, body_threshold_hu=None)
     channels = [normalization.apply(resample_to_working(cropped, grid, order=1))]
-    for name in refiner.inputs:
-        prob = to_lps(ct_box.with_array(np.asarray(coarse[name], np.float32)))
-        channels.append(np.clip(resample_to_working(prob, grid, order=1), 0.0, 1.0))
+    channels += [np.clip(_onto(grid, ct_box, coarse[name]), 0.0, 1.0) for name in refiner.inputs]
     sp = spacing_channels(grid.spacing_mm)
     channels += [np.full(grid.shape, v, np.float32) for v in sp]
     x = np.stack(channels).astype(np.float32)
     pads = (float(normalization.apply(np.array([-1024.0]))[0]), *([0.0] * len(refiner.inputs)), *sp)
     return RefineInputs(x, grid, _region(x[1], refiner.region_threshold, refiner.region_margin_vox), pads)
+
+
+def _onto(grid: WorkingGrid, box: Volume, array: np.ndarray) -> np.ndarray:
+    """An array over the box (the box's order) on the refine grid: reoriented to LPS, then linear."""
+    return resample_to_working(to_lps(box.with_array(np.asarray(array, np.float32))), grid, order=1)
 
 
 def _region(p: np.ndarray, threshold: float, margin: int) -> tuple[slice, ...]:
@@ -250,8 +253,7 @@ def refine_case(refiner: Refiner, ct_box: Volume, coarse: Mapping[str, np.ndarra
     """A labelled case's training input: ``reference_box`` (the reference mask over the box) goes
     onto the refine grid like the probabilities (linear, then ≥ 0.5)."""
     inp = build_inputs(refiner, ct_box, coarse, normalization)
-    ref = to_lps(ct_box.with_array(np.asarray(reference_box > 0, np.float32)))
-    y = resample_to_working(ref, inp.grid, order=1) >= 0.5
+    y = _onto(inp.grid, ct_box, reference_box > 0) >= 0.5
     inside = y[inp.region]
     return RefineCase(patient_id, np.ascontiguousarray(inp.x[(slice(None), *inp.region)]), inside.astype(np.float32), int(y.sum() - inside.sum()), inp.pad_values)
 
