@@ -657,6 +657,26 @@ def review(
            on_ready=lambda url: typer.echo(f"review page (open in a browser on this machine; the token is required): {url}"))
 
 
+@app.command()
+def decide(
+    case_dir: Path = typer.Argument(..., help="A case of a predict output folder (OUT_DIR/<patient_id>)."),
+    decisions: list[str] = typer.Argument(..., metavar="MASK=DECISION...", help="e.g. structures/Bladder.nii.gz=accept; decision: accept | reject | needs-edit."),
+    comment: str = typer.Option("", "--comment", help="Comment stored with every decision of this call."),
+    who: Optional[str] = typer.Option(None, "--who", help="The clinician accountable (logged; default: the login name)."),
+) -> None:
+    """Record review decisions from the terminal, in the same review.json log the review page writes."""
+    from cervicontour.review.decisions import record_decisions
+
+    chosen = {}
+    for item in decisions:
+        mask_id, sep, decision = item.rpartition("=")
+        if not sep or not mask_id:
+            _fail(f"{item!r}: expected MASK=DECISION, e.g. structures/Bladder.nii.gz=accept")
+        chosen[mask_id] = {"decision": decision, "comment": comment}
+    entry = _guard(record_decisions, case_dir, _who(who), chosen)
+    typer.echo(f"logged {len(entry['structures'])} decision(s) by {entry['reviewer']} in {case_dir / 'review.json'}")
+
+
 def main() -> None:
     app(prog_name="cervicontour")
 

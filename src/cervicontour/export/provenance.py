@@ -135,11 +135,12 @@ def rule_changes(info: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def image_path(case_dir: str | os.PathLike, info: dict[str, Any] | None) -> Path | None:
-    """The case's CT: ``CASE_DIR/image.nii.gz``, else the prediction's ``input.path`` if it exists."""
-    own = Path(case_dir) / "image.nii.gz"
-    if own.is_file():
-        return own
+def image_path(case_dir: str | os.PathLike, info: dict[str, Any] | None, *, own: bool = True) -> Path | None:
+    """The case's CT: ``CASE_DIR/image.nii.gz`` (unless ``own`` is false), else the prediction's
+    ``input.path`` if it exists."""
+    own_path = Path(case_dir) / "image.nii.gz"
+    if own and own_path.is_file():
+        return own_path
     recorded = _get(info or {}, "input.path")
     if isinstance(recorded, str) and recorded and Path(recorded).exists():
         return Path(recorded)

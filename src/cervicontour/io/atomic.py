@@ -2,14 +2,19 @@
 
 Every output is first written to a uniquely named temporary file in the destination folder and
 then renamed over the destination, so a reader never sees a half-written file and a failed write
-leaves the previous file untouched (and no temporary file behind).
+leaves the previous file untouched (and no temporary file behind). Temporary names carry the
+process id and a random part (two writers never share one), and files are created with the
+modes the umask gives (``0o666 & ~umask``), as ``open()`` would, not ``mkstemp``'s 0600.
+
+:func:`file_lock` is the cross-process lock for read-modify-write files (the review log).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,14 +34,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = temporary_name(path, suffix)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_name(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A hidden name beside ``path`` unique to this process and call: ``.<name>.<pid>.<random><suffix>``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for ``path`` across processes (``fcntl.flock`` on ``.<name>.lock`` beside it).
+
+    Every process (and thread) that reads, changes and rewrites ``path`` inside ``with
+    file_lock(path):`` sees the others' writes: none is lost. The lock file is left in place (removing
+    it would let a waiting process lock a file nobody else sees). Blocks until the lock is free.
+
+    Example:
+        >>> with file_lock("out/P1/review.json"):   # doctest: +SKIP
+        ...     entries = read(); write([*entries, new])
+    """
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -2,7 +2,8 @@
 
 Every file the server hands out is resolved here, from names this module lists itself — never
 from a path the browser sent — so nothing outside ``OUT_DIR`` (except the CT that the case's
-``prediction.json`` records as its input) can be served.
+``prediction.json`` records as its input) can be served. A case folder, mask or ``image.nii.gz``
+that is a symbolic link leading out of its folder is not listed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def list_cases(out_dir: str | os.PathLike) -> list[str]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise InputError(f"{out_dir}: no such folder; expected a predict output folder (OUT_DIR/<patient_id>/structures/)")
-    return sorted(p.name for p in out_dir.iterdir() if p.is_dir() and ((p / "prediction.json").is_file() or (p / "structures").is_dir()))
+    return sorted(p.name for p in out_dir.iterdir()
+                  if p.is_dir() and _inside(p, out_dir) and ((p / "prediction.json").is_file() or (p / "structures").is_dir()))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` resolves (symbolic links followed) to somewhere inside ``folder``."""
+    return path.resolve().is_relative_to(Path(folder).resolve())
 
 
 def case_dir(out_dir: str | os.PathLike, patient_id: str) -> Path:
@@ -65,7 +72,7 @@ def mask_files(case: Path) -> list[MaskFile]:
     for folder, kind in ((case / "structures", "draft"), (case / "structures" / "sub", "sub"), (case / REVIEW_FOLDER / "composed", "composed")):
         if not folder.is_dir():
             continue
-        for path in sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p)):
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and _inside(p, case)):
             stem = strip_nifti_suffix(path.name)
             name = try_canonical_name(stem.split("_composed_")[0]) or stem
             found.append(MaskFile(path.relative_to(case).as_posix(), name, path, kind))
@@ -84,7 +91,8 @@ def ct_source(case: Path) -> Path | None:
     """The case's CT: ``image.nii.gz`` in the folder, else the ``input.path`` of ``prediction.json``."""
     from cervicontour.export.provenance import image_path, read_prediction_json
 
-    return image_path(case, read_prediction_json(case))
+    own = case / "image.nii.gz"  # a link out of the case is not served; only the recorded input may be outside
+    return image_path(case, read_prediction_json(case), own=not own.is_file() or _inside(own, case))
 
 
 def is_dicom_case(case: Path) -> bool:

@@ -3,7 +3,9 @@
 ``review.json`` is append-only: ``{"patient_id", "entries": [...]}``; each entry carries the
 SHA-256 of the entry before it (``previous_sha256``), and :func:`append_entry` refuses to write
 when the entries already on disk are not the ones it read (an edited log is reported, not
-overwritten). Composed masks go to ``review/composed/<Target>_composed_<stamp>.nii.gz`` — the
+overwritten). Reading, appending and rewriting happen under a cross-process file lock
+(:func:`cervicontour.io.atomic.file_lock`), so several review servers or CLI writers on one
+folder never lose an entry. Composed masks go to ``review/composed/<Target>_composed_<stamp>.nii.gz`` — the
 model's drafts are never replaced.
 """
 
@@ -13,14 +15,13 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cervicontour.errors import InputError
-from cervicontour.io.atomic import file_sha256, write_text_atomic
+from cervicontour.io.atomic import file_lock, file_sha256, write_text_atomic
 from cervicontour.review.cases import (
     REVIEW_FOLDER,
     REVIEW_LOG,
@@ -31,7 +32,6 @@ from cervicontour.review.cases import (
 )
 
 DECISIONS = ("accept", "reject", "needs-edit")
-_LOCK = threading.Lock()
 
 
 def _now() -> _dt.datetime:
@@ -67,14 +67,32 @@ def read_log(case: str | os.PathLike) -> list[dict]:
 
 
 def append_entry(case: str | os.PathLike, entry: Mapping) -> dict:
-    """Append ``entry`` to the case's ``review.json`` (atomically) and return it as written."""
+    """Append ``entry`` to the case's ``review.json`` (atomically, under the cross-process lock) and
+    return it as written.
+
+    Raises:
+        InputError: the log on disk is not a valid log (see :func:`read_log`); nothing is written.
+    """
     case = Path(case)
-    with _LOCK:
+    path = case / REVIEW_LOG
+    with file_lock(path):
         entries = read_log(case)
         written = {**entry, "previous_sha256": _entry_sha256(entries[-1]) if entries else None}
-        path = case / REVIEW_LOG
         write_text_atomic(path, json.dumps({"patient_id": case.name, "entries": [*entries, written]}, indent=2, ensure_ascii=False) + "\n")
     return written
+
+
+def _reviewer(reviewer, role: str) -> str:
+    name = reviewer.strip() if isinstance(reviewer, str) else ""
+    if not name:
+        raise InputError(f"no reviewer name; expected the name of the clinician {role}")
+    return name
+
+
+def _shape(value) -> str:
+    """What arrived, for an error message (type and a short excerpt)."""
+    text = json.dumps(value, default=str)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
 
 
 def _provenance(case: Path) -> dict:
@@ -104,13 +122,15 @@ def record_decisions(case: str | os.PathLike, reviewer: str, decisions: Mapping[
         InputError: blank reviewer, no decisions, an unknown mask id or decision.
     """
     case = Path(case)
-    reviewer = (reviewer or "").strip()
-    if not reviewer:
-        raise InputError("no reviewer name; expected the name of the clinician accountable for the decision")
+    reviewer = _reviewer(reviewer, "accountable for the decision")
+    if not isinstance(decisions, Mapping):
+        raise InputError(f"decisions: expected an object {{mask id: {{'decision': ..., 'comment': ...}}}}, got {_shape(decisions)}")
     if not decisions:
         raise InputError("no decisions given; expected at least one structure with accept, reject or needs-edit")
     structures = {}
     for mask_id, choice in decisions.items():
+        if not isinstance(choice, Mapping):
+            raise InputError(f"{mask_id}: expected {{'decision': accept|reject|needs-edit, 'comment': text}}, got {_shape(choice)}")
         try:
             mask = find_mask(case, mask_id)
         except KeyError:
@@ -146,9 +166,9 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
     from cervicontour.structures import COMPOUND, canonical_name
 
     case = Path(case)
-    reviewer = (reviewer or "").strip()
-    if not reviewer:
-        raise InputError("no reviewer name; expected the name of the clinician choosing the CTV components")
+    reviewer = _reviewer(reviewer, "choosing the CTV components")
+    if not isinstance(choices, Mapping) or not all(isinstance(p, (str, list, tuple)) for p in choices.values()):
+        raise InputError(f"choices: expected an object {{'CTVn': [part, ...], 'CTVp': [part, ...]}}, got {_shape(choices)}")
     when = when or _now()
     available = case_structure_paths(case)
     plans = {canonical_name(t): parse_parts(t, parts) for t, parts in choices.items() if parts}
@@ -210,9 +230,7 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     from cervicontour.io import read_nifti
 
     case = Path(case)
-    reviewer = (reviewer or "").strip()
-    if not reviewer:
-        raise InputError("no reviewer name; expected the name of the clinician exporting the accepted set")
+    reviewer = _reviewer(reviewer, "exporting the accepted set")
     if not is_dicom_case(case):
         raise InputError(f"{case.name}: the CT is not a DICOM series ({ct_source(case)}); RTSTRUCT export needs the series it references")
     accepted = accepted_set(case)

@@ -4,7 +4,13 @@ Security, as Jupyter does it: a random token is printed in the URL and required 
 (``?token=``, the ``X-Review-Token`` header, or the cookie the page sets after the first request);
 it binds 127.0.0.1 unless told otherwise and refuses a non-loopback address without
 ``allow_remote``; files are resolved from the names the server lists itself (see
-:mod:`cervicontour.review.cases`), so a path sent by the browser never reaches the file system.
+:mod:`cervicontour.review.cases`), so a path sent by the browser never reaches the file system,
+and a symbolic link leading out of the output folder is not listed.
+
+Bad requests are answered 4xx with a message, never 500: an unusable body (not JSON, the wrong
+shape, over :data:`MAX_BODY_BYTES`) or a file the page cannot use (a corrupt mask or log) is 400,
+413 or 422 with what was expected and what to do. A corrupt ``review.json`` is reported for its
+case only (``log_error`` in the case list and summary); the other cases keep working.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from pathlib import Path
 
 from cervicontour.errors import InputError
+from cervicontour.structures import UnknownStructureError
 
 try:
     from fastapi import Body, FastAPI, HTTPException, Request
@@ -32,6 +39,8 @@ from cervicontour.review import decisions as _decisions
 
 STATIC_DIR = Path(__file__).parent / "static"
 NIIVUE_JS = STATIC_DIR / "vendor" / "niivue.js"
+#: The largest request body accepted (a review of every mask with long comments is a few kB).
+MAX_BODY_BYTES = 1 << 20
 COOKIE = "cervicontour_review_token"
 HEADER = "x-review-token"
 _NII = "application/octet-stream"
@@ -73,6 +82,15 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
     if warm:
         threading.Thread(target=_warm, args=(out_dir, cache), daemon=True).start()
     app = FastAPI(title="cervicontour review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.exception_handler(InputError)
+    async def unusable_input(request: Request, exc: InputError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(UnknownStructureError)
+    async def unknown_structure(request: Request, exc: UnknownStructureError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
@@ -98,11 +116,17 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
         except KeyError:
             raise HTTPException(404, f"no mask {mask_id!r} in {case.name}") from None
 
-    def guarded(func, *args, **kwargs):
+    def log_of(case: Path) -> tuple[list, str | None]:
+        """The case's review log, or ``[]`` and the reason it cannot be read (that case only)."""
         try:
-            return func(*args, **kwargs)
+            return _decisions.read_log(case), None
         except InputError as exc:
-            raise HTTPException(400, str(exc)) from None
+            return [], str(exc)
+
+    def body_of(body) -> dict:
+        if not isinstance(body, dict):
+            raise InputError(f"expected a JSON object as the request body, got {type(body).__name__}")
+        return body
 
     @app.get("/")
     def index():
@@ -118,8 +142,9 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
         for patient_id in _cases.list_cases(out_dir):
             case = out_dir / patient_id
             info = _prediction(case)
-            rows.append({"patient_id": patient_id, "review_closely": info.get("review_closely", []),
-                         "dicom": _cases.is_dicom_case(case), "reviews": len(guarded(_decisions.read_log, case))})
+            log, log_error = log_of(case)
+            rows.append({"patient_id": patient_id, "review_closely": info.get("review_closely", []), "out_of_scope": info.get("out_of_scope", []),
+                         "dicom": _cases.is_dicom_case(case), "reviews": len(log), "log_error": log_error})
         return {"out_dir": str(out_dir), "cases": rows, "niivue": NIIVUE_JS.is_file()}
 
     @app.get("/api/cases/{patient_id}")
@@ -130,7 +155,7 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
         case = case_of(patient_id)
         info = _prediction(case)
         records = info.get("structures", {})
-        log = guarded(_decisions.read_log, case)
+        log, log_error = log_of(case)
         composed = {c["id"]: {"volume_cc": c["volume_cc"]} for e in log if e.get("action") == "compose" for c in e.get("compositions", [])}
         masks = []
         for number, mask in enumerate(_cases.mask_files(case)):
@@ -143,9 +168,10 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
         return {
             "patient_id": patient_id, "model": info.get("model", {}), "input": info.get("input", {}),
             "rule_changes": info.get("rule_changes", []), "disclaimer": info.get("disclaimer", "draft contours for clinician review"),
+            "out_of_scope": info.get("out_of_scope", []),
             "ct": source is not None, "dicom": _cases.is_dicom_case(case), "masks": masks,
             "parts": {target: [{"name": p, "present": p in present} for p in parts] for target, parts in COMPOUND.items()},
-            "log": log,
+            "log": log, "log_error": log_error,
         }
 
     @app.get("/api/cases/{patient_id}/findings")
@@ -155,16 +181,16 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
 
         case = case_of(patient_id)
         drafts = {m.name: read_nifti(m.path) for m in _cases.mask_files(case) if m.kind == "draft"}
-        found = guarded(lambda: sort_findings(check(drafts, patient_id=patient_id))) if drafts else []
+        found = sort_findings(check(drafts, patient_id=patient_id)) if drafts else []
         return {"findings": [_finding(f) for f in found]}
 
     @app.get("/api/cases/{patient_id}/ct.nii.gz")
     def ct_full(patient_id: str):
-        return Response(guarded(_cases.ct_bytes, case_of(patient_id), cache, preview=False), media_type=_NII)
+        return Response(_cases.ct_bytes(case_of(patient_id), cache, preview=False), media_type=_NII)
 
     @app.get("/api/cases/{patient_id}/ct-preview.nii")
     def ct_preview(patient_id: str):
-        return Response(guarded(_cases.ct_bytes, case_of(patient_id), cache, preview=True), media_type=_NII)
+        return Response(_cases.ct_bytes(case_of(patient_id), cache, preview=True), media_type=_NII)
 
     @app.get("/api/cases/{patient_id}/masks/{mask_id:path}")
     def mask_full(patient_id: str, mask_id: str):
@@ -177,24 +203,70 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
 
     @app.get("/api/cases/{patient_id}/review")
     def review_log(patient_id: str):
-        return {"entries": guarded(_decisions.read_log, case_of(patient_id))}
+        return {"entries": _decisions.read_log(case_of(patient_id))}
 
     @app.post("/api/cases/{patient_id}/decisions")
-    def save_decisions(patient_id: str, body: dict = Body(...)):
-        entry = guarded(_decisions.record_decisions, case_of(patient_id), str(body.get("reviewer") or ""), body.get("decisions") or {})
+    def save_decisions(patient_id: str, body=Body(...)):
+        body = body_of(body)
+        entry = _decisions.record_decisions(case_of(patient_id), body.get("reviewer"), body.get("decisions"))
         return {"entry": entry}
 
     @app.post("/api/cases/{patient_id}/compose")
-    def compose(patient_id: str, body: dict = Body(...)):
-        results = guarded(_decisions.compose, case_of(patient_id), str(body.get("reviewer") or ""), body.get("choices") or {})
+    def compose(patient_id: str, body=Body(...)):
+        body = body_of(body)
+        results = _decisions.compose(case_of(patient_id), body.get("reviewer"), body.get("choices"))
         return {"compositions": results}
 
     @app.post("/api/cases/{patient_id}/rtstruct")
-    def rtstruct(patient_id: str, body: dict = Body(...)):
-        return guarded(_decisions.export_accepted_rtstruct, case_of(patient_id), str(body.get("reviewer") or ""))
+    def rtstruct(patient_id: str, body=Body(...)):
+        return _decisions.export_accepted_rtstruct(case_of(patient_id), body_of(body).get("reviewer"))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app sees it.
+
+    Checks ``Content-Length`` first, then counts a chunked body as it arrives (buffered, at most
+    ``limit`` bytes, and handed on whole).
+    """
+
+    def __init__(self, app, *, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = declared is not None and (not declared.isdigit() or int(declared) > self.limit)
+        body, more = b"", not too_big
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay(message, receive), send)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            too_big = len(body) > self.limit
+            more = more and not too_big
+        if too_big:
+            response = JSONResponse({"detail": f"request body over {self.limit} bytes; expected a review of a few kB — send fewer or shorter comments"}, status_code=413)
+            return await response(scope, receive, send)
+        return await self.app(scope, _replay({"type": "http.request", "body": body, "more_body": False}, receive), send)
+
+
+def _replay(first: dict, receive):
+    """An ASGI ``receive`` that returns ``first`` once, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return replayed
 
 
 def _warm(out_dir: Path, cache: _cases.VolumeCache) -> None:
@@ -246,6 +318,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port (0 picks a free one)") from None
+    sock.listen(128)  # connections to the printed URL wait for the server instead of being refused
     return sock
 
 

@@ -143,6 +143,15 @@ function renderCompose(parts) {
   }
 }
 
+function renderScope(summary) {
+  // out-of-scope anatomy and an unreadable review log are said first, in words, for this case only
+  const lines = [];
+  if ((summary.out_of_scope || []).length) lines.push(`<strong>Outside what this model was made for:</strong> ${summary.out_of_scope.map(escape).join("; ")}`);
+  if (summary.log_error) lines.push(`<strong>Review log unreadable:</strong> ${escape(summary.log_error)}`);
+  $("scope").innerHTML = lines.map((l) => `<div>${l}</div>`).join("");
+  $("scope").hidden = !lines.length;
+}
+
 function renderLog(entries) {
   $("log").innerHTML = entries.map((e) => `<li>${escape(e.timestamp)} — ${escape(e.reviewer)}: ${escape(e.action)} ${
     e.structures ? escape(Object.entries(e.structures).map(([k, v]) => `${v.name || k}: ${v.decision || "exported"}`).join(", ")) : ""}${
@@ -170,6 +179,7 @@ async function openCase(caseId) {
   renderStructures(state.masks);
   renderCompose(summary.parts);
   renderLog(summary.log);
+  renderScope(summary);
   $("rtstruct").hidden = !summary.dicom;
   const m = summary.model || {}, inp = summary.input || {};
   $("provenance").innerHTML = `<div>${escape(summary.disclaimer)}</div><div>model ${escape(m.name ?? "?")} ${escape(m.version ?? "")} (config ${escape((m.config_sha256 || "").slice(0, 12))})</div>
@@ -244,7 +254,7 @@ async function main() {
   $("compose-go").addEventListener("click", composeChosen);
   $("rtstruct").addEventListener("click", exportRtstruct);
   const { cases } = await api("/api/cases");
-  $("case").innerHTML = cases.map((c) => `<option value="${escape(c.patient_id)}">${escape(c.patient_id)}${c.review_closely.length ? " ⚠" : ""}</option>`).join("");
+  $("case").innerHTML = cases.map((c) => `<option value="${escape(c.patient_id)}">${escape(c.patient_id)}${c.review_closely.length ? " ⚠" : ""}${(c.out_of_scope || []).length ? " (outside the model's scope)" : ""}${c.log_error ? " (review log unreadable)" : ""}</option>`).join("");
   $("case").addEventListener("change", (e) => openCase(e.target.value));
   if (cases.length) await openCase(cases[0].patient_id);
   else status("no cases in this output folder");
