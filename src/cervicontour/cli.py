@@ -47,15 +47,24 @@ def synth(
     size: str = typer.Option("small", "--size", help="'full' (~512x512x150-220) or 'small' (<=128x128x64)."),
     preview: bool = typer.Option(False, "--preview", help="Also write axial/coronal/sagittal PNG overlays."),
     phantom: Optional[int] = typer.Option(None, "--phantom", help="Anatomy version: 1 (iliac vessels through the iliopsoas) or 2 (on their surface, as in the pelvis); default: the one the shipped model was trained on (cervicontour.synth.anatomy)."),
+    style: Optional[Path] = typer.Option(None, "--style", help="A hospital's conventions (TOML, flat keys): ctvn_margin_mm, slice_thickness_mm, noise_hu, hu_offset, vagina_length_fraction, parametrium_extent, bladder_filling; recorded in OUT/style.toml."),
 ) -> None:
-    """Write a synthetic female-pelvis CT cohort in the canonical layout."""
+    """Write a synthetic female-pelvis CT cohort in the canonical layout.
+
+    --style STYLE.toml draws the same patients labelled and scanned by another hospital's
+    conventions (keys, all optional; defaults are the phantom's own, bit for bit):
+    ctvn_margin_mm (7.0), slice_thickness_mm (drawn per patient), noise_hu (12.0),
+    hu_offset (0.0), vagina_length_fraction (the anatomy's, ~0.4), parametrium_extent (1.0),
+    bladder_filling (1.0). A non-default style is written, resolved, to OUT/style.toml.
+    """
     from rich.progress import Progress
 
-    from cervicontour.synth import synthesize_cohort
+    from cervicontour.synth import Style, load_style, synthesize_cohort
     from cervicontour.synth.anatomy import DEFAULT_PHANTOM
 
     if size not in ("full", "small"):
         _fail(f"--size must be 'full' or 'small', got {size!r}")
+    conventions = Style() if style is None else _guard(load_style, style)
     with Progress(transient=True) as progress:
         task = progress.add_task("synthesising patients", total=patients + holdout)
         cohort_dir = _guard(
@@ -66,6 +75,7 @@ def synth(
             seed=seed,
             size=size,
             phantom=DEFAULT_PHANTOM if phantom is None else phantom,
+            style=conventions,
             on_case=lambda pid: progress.advance(task),
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")
@@ -142,7 +152,7 @@ def demo(
     for folder in (cohort_dir, pred_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False, phantom=None)
+    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False, phantom=None, style=None)
     written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True)
     typer.echo(f"predicted {len(written)} patients from their CT alone into {pred_dir}")
     typer.echo("CTVn: the default nodal groups (no para-aortic extension, a clinical choice the CT does not show); "

@@ -15,6 +15,7 @@ import numpy as np
 
 from cervicontour.errors import InputError
 from cervicontour.synth.anatomy import DEFAULT_PHANTOM
+from cervicontour.synth.style import Style, load_style, style_to_toml  # noqa: F401  (load_style: re-exported)
 from cervicontour.volume import Volume
 
 #: Edge cases by labelled-patient position (0-based); later patients draw them at random.
@@ -32,6 +33,10 @@ EDGE_RATES = {
     "no contrast - hard to see LNs": 0.06,
     "small parametrium and low uterus": 0.04,
 }
+
+
+#: Where a cohort drawn with a non-default style records it (resolved, readable by load_style).
+STYLE_FILE = "style.toml"
 
 
 def patient_id(index: int) -> str:
@@ -68,6 +73,7 @@ def synthesize_cohort(
     on_case: Callable[[str], None] | None = None,
     edge_rates: Mapping[str, float] | None = None,
     phantom: int = DEFAULT_PHANTOM,
+    style: Style = Style(),
 ) -> Path:
     """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
 
@@ -78,11 +84,23 @@ def synthesize_cohort(
     vessels through the iliopsoas) or 2 (on its surface); the default is
     :data:`~cervicontour.synth.anatomy.DEFAULT_PHANTOM`. Only the vessels differ; the same seed draws the same patients.
 
+    ``style`` is a hospital's contouring and scanner conventions (:class:`~cervicontour.synth.style.Style`,
+    read by :func:`~cervicontour.synth.style.load_style` from a TOML file): CTVn vessel margin,
+    slice thickness, CT noise, HU offset, share of the vagina in the CTVp, parametrium extent and
+    bladder filling. ``Style()`` (the default) draws exactly the files drawn before styles existed
+    and writes no style file; any other style is recorded, resolved, in ``out/style.toml`` (its
+    sha256 in the first line) so that the cohort says how it was drawn. The same seed draws the
+    same patients under any style (a fixed slice thickness still consumes the spacing draw).
+
     Every fourth patient is stored RAS instead of LPS (the world geometry is the same), so that
     every consumer is exercised on both orientations.
 
+    Example:
+        >>> synthesize_cohort("hospital_b", patients=4, seed=5151,  # doctest: +SKIP
+        ...                   style=Style(ctvn_margin_mm=10.0, slice_thickness_mm=2.5))
+
     Raises:
-        InputError: ``out`` exists and is not empty, or ``size`` is unknown.
+        InputError: ``out`` exists and is not empty, or ``size``, ``phantom`` or ``style`` is unusable.
     """
     from cervicontour.cohort import write_case, write_notes
     from cervicontour.synth.case import synthesize_case
@@ -94,6 +112,9 @@ def synthesize_cohort(
         raise InputError(f"phantom must be one of {sorted(PHANTOMS)}, got {phantom!r}")
     if size not in ("small", "full"):
         raise InputError(f"size must be 'small' or 'full', got {size!r}")
+    if not isinstance(style, Style):
+        raise InputError(f"style must be a cervicontour.synth.Style (load_style reads one from TOML), "
+                         f"got {type(style).__name__}")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; choose a new folder (synth never overwrites)")
     notes: dict[str, str] = {}
@@ -101,7 +122,7 @@ def synthesize_cohort(
         labelled = index < patients
         rng = np.random.default_rng([seed, index])
         edge = edge_cases(index, rng, edge_rates) if labelled else ()
-        case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled, phantom=phantom)
+        case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled, phantom=phantom, style=style)
         image, structures = case.image, case.structures
         if index % 4 == 3:
             image = to_ras(image)
@@ -112,6 +133,8 @@ def synthesize_cohort(
         if on_case:
             on_case(pid)
     write_notes(out, notes)
+    if style != Style():
+        (out / STYLE_FILE).write_text(style_to_toml(style), encoding="utf-8")
     return out
 
 

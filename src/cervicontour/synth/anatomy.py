@@ -96,12 +96,17 @@ class Patient:
     vessel_jitter: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((8, 3)))
 
 
-def draw_patient(rng: np.random.Generator, *, edge: set[str]) -> Patient:
-    """Sample a patient; ``edge`` names the hospital edge cases this patient shows."""
+def draw_patient(rng: np.random.Generator, *, edge: set[str], bladder_filling: float = 1.0) -> Patient:
+    """Sample a patient; ``edge`` names the hospital edge cases this patient shows.
+
+    ``bladder_filling`` scales the drawn bladder volume (each radius by its cube root); the random
+    draws are the same whatever its value.
+    """
     # Bladder filling, ~23-600 cc: planning CTs for cervical cancer follow a full-bladder protocol,
     # and real planning bladders reach 500-600 cc (the real TotalSegmentator example's is 479 cc;
     # with the earlier 23-345 cc range the model halved every bladder above ~500 cc).
     fill = rng.uniform(0.55, 1.5)
+    k = bladder_filling ** (1.0 / 3.0)  # exactly 1.0 by default
     contrast = not any(e.startswith("no contrast") for e in edge)
     return Patient(
         scale=rng.uniform(0.9, 1.1),
@@ -110,7 +115,7 @@ def draw_patient(rng: np.random.Generator, *, edge: set[str]) -> Patient:
         pitch_deg=rng.uniform(-3, 3),
         shift_mm=rng.uniform([-15, -15, -10], [15, 15, 10]),
         fat_mm=rng.uniform(12, 45),
-        bladder_radii=(42 * fill, 32 * fill, 30 * fill ** 1.2),
+        bladder_radii=(42 * fill * k, 32 * fill * k, 30 * fill ** 1.2 * k),
         bladder_contrast=bool(rng.random() < 0.15) and contrast,
         contrast=contrast,
         uterus_radii=(rng.uniform(24, 32), rng.uniform(17, 23), rng.uniform(32, 42)),
@@ -257,9 +262,9 @@ def pelvic_organs(p: Patient) -> dict[str, list[Shape]]:
     bx, by, bz = p.bladder_radii
     bladder_c = np.array([0, -42 * s + 0.25 * (by - 32), -18 * s + 0.8 * bz])
     cervix_top = np.array([0, 8 * s, 28 * s + low])
-    cervix_bot = np.array([0, 24 * s, -2 * s + low])
+    cervix_bot = _cervix_bottom(p)
     uterus_c = cervix_top + np.array([0, -22, 28]) * s
-    vag = [cervix_bot + [0, 6, 4], cervix_bot + np.array([0, 4, -22]) * s, np.array([0, 8, -58]) * s]
+    vag = vagina_centre_line(p)
     rect = np.array([[0, 55, 65], [4, 70, 40], [0, 72, 10], [0, 62, -25], [0, 45, -55], [0, 35, -72]]) * s
     sig = np.array([[70, 10, 160], [60, 0, 120], [25, -10, 95], [-20, 10, 90], [-10, 45, 75], [0, 55, 65]]) * s
     return {
@@ -272,6 +277,17 @@ def pelvic_organs(p: Patient) -> dict[str, list[Shape]]:
         "Anorectum": [_tube(rect, np.array([17, 21, 22, 18, 12, 9]) * s, ry=np.array([15, 17, 18, 15, 10, 8]) * s)],
         "Colon_Sigmoid": [_tube(sig, 14 * s)],
     }
+
+
+def _cervix_bottom(p: Patient) -> np.ndarray:
+    return np.array([0, 24 * p.scale, -2 * p.scale + (-18.0 if p.uterus_low else 0.0)])
+
+
+def vagina_centre_line(p: Patient) -> list[np.ndarray]:
+    """Vagina's centre line (anatomy mm): top (at the cervix), the end of the labelled upper
+    vagina, and the introitus. Upper vagina: first segment; lower vagina: second."""
+    s, cervix_bot = p.scale, _cervix_bottom(p)
+    return [cervix_bot + [0, 6, 4], cervix_bot + np.array([0, 4, -22]) * s, np.array([0, 8, -58]) * s]
 
 
 def small_bowel(p: Patient) -> list[Shape]:

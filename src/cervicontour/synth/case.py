@@ -9,7 +9,8 @@ import numpy as np
 from cervicontour.synth import anatomy as A
 from cervicontour.synth.appearance import finish, random_field, tissue_hu
 from cervicontour.synth.raster import Grid, bounding_box, paint, rotation
-from cervicontour.synth.targets import nodal_ctv, parametrium
+from cervicontour.synth.style import Style
+from cervicontour.synth.targets import nodal_ctv, parametrium, split_vagina
 from cervicontour.volume import Volume
 
 BONES = ("Femur_Other", "Femur_Head_L", "Femur_Head_R", "Bone_Pelvic", "Sacrum", "VB_L5", "VB_L4")
@@ -32,30 +33,42 @@ class SynthCase:
     patient: A.Patient
 
 
-def make_grid(p: A.Patient, rng: np.random.Generator, size: str, edge: set[str]) -> Grid:
-    """Scanner grid (LPS, axial) and its map to the anatomy frame, per the patient's pose."""
+def make_grid(p: A.Patient, rng: np.random.Generator, size: str, edge: set[str], *,
+              slice_thickness_mm: float | None = None) -> Grid:
+    """Scanner grid (LPS, axial) and its map to the anatomy frame, per the patient's pose.
+
+    ``slice_thickness_mm`` (None: drawn per patient) fixes the slice spacing; the spacing is still
+    drawn, and the slice-count limits scale by drawn/fixed spacing, so the scan covers the same
+    z-range in mm it would have covered (2.5 mm instead of 5.0 mm: about twice the slices).
+    """
     s = p.scale
     if size == "full":
         n_xy = 512
         sp = round(float(rng.uniform(0.9, 1.4)), 4)
-        dz = float(rng.choice([2.0, 2.5, 3.0]))
+        drawn_dz = float(rng.choice([2.0, 2.5, 3.0]))
         bottom = float(rng.uniform(-170, -130))
-        n_z = int(np.clip(round(rng.uniform(380, 470) / dz), 150, 220))
-        max_z = 300
+        coverage_mm = rng.uniform(380, 470)
+        min_z, lo_z, hi_z, max_z = 40, 150, 220, 300
     else:
         n_xy = 128
         sp = round(float(rng.uniform(3.2, 4.2)), 4)
-        dz = round(float(rng.uniform(4.5, 6.0)), 2)
+        drawn_dz = round(float(rng.uniform(4.5, 6.0)), 2)
         bottom = float(rng.uniform(-100, -85))
-        n_z = int(np.clip(round(rng.uniform(270, 320) / dz), 40, 52))
-        max_z = 64
+        coverage_mm = rng.uniform(270, 320)
+        min_z, lo_z, hi_z, max_z = 40, 40, 52, 64
+    dz = drawn_dz if slice_thickness_mm is None else float(slice_thickness_mm)
+    if dz != drawn_dz:  # slice-count limits in the fixed spacing's slices: the same mm
+        min_z, lo_z, hi_z, max_z = (round(n * drawn_dz / dz) for n in (min_z, lo_z, hi_z, max_z))
+    n_z = int(np.clip(round(coverage_mm / dz), lo_z, hi_z))
     if "only scanned bottom of kidneys" in edge:
         top = 250.0 * s
-        n_z = int(np.clip(np.ceil((top - bottom) / dz) + 1, 40, max_z))
-        dz = max(dz, round((top - bottom) / (n_z - 1), 2))
+        n_z = int(np.clip(np.ceil((top - bottom) / dz) + 1, min_z, max_z))
+        if slice_thickness_mm is None:  # a drawn spacing may widen to reach the kidneys
+            dz = max(dz, round((top - bottom) / (n_z - 1), 2))
         bottom = top - (n_z - 1) * dz
     if "extra slices" in edge:
         extra = int(rng.integers(35, 60)) if size == "full" else 12
+        extra = round(extra * drawn_dz / dz) if slice_thickness_mm is not None else extra
         n_z += extra
         bottom -= extra * dz
     pose = rotation(rx_deg=p.pitch_deg, rz_deg=p.yaw_deg)
@@ -75,11 +88,13 @@ def make_grid(p: A.Patient, rng: np.random.Generator, size: str, edge: set[str])
     return Grid((n_xy, n_xy, n_z), world_to_anatomy @ index_to_world, template)
 
 
-def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labelled: bool = True, phantom: int = 1) -> SynthCase:
+def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labelled: bool = True, phantom: int = 1,
+                    style: Style = Style()) -> SynthCase:
     """One patient: CT (int16 HU) and binary masks (bool arrays on the same grid); ``phantom``: see
-    :data:`cervicontour.synth.anatomy.PHANTOMS`."""
-    p = A.draw_patient(rng, edge=edge)
-    grid = make_grid(p, rng, size, edge)
+    :data:`cervicontour.synth.anatomy.PHANTOMS`; ``style``: the hospital's conventions
+    (:class:`~cervicontour.synth.style.Style`; the default draws exactly what it drew before styles)."""
+    p = A.draw_patient(rng, edge=edge, bladder_filling=style.bladder_filling)
+    grid = make_grid(p, rng, size, edge, slice_thickness_mm=style.slice_thickness_mm)
     spacing = grid.template.spacing_mm
     body = paint(grid, A.Body(p.scale, p.fat_mm))
     inner = paint(grid, A.Body(p.scale, p.fat_mm, inset_mm=p.fat_mm)) & body
@@ -105,6 +120,9 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
             m &= inner
         label[m] = idx
     masks = _split_labels(label)
+    if style.vagina_length_fraction is not None:  # relabels only: the CT sees one vagina either way
+        masks["Vagina"], masks["Vagina_Lower"] = split_vagina(
+            grid, masks["Vagina"] | masks["Vagina_Lower"], A.vagina_centre_line(p), style.vagina_length_fraction)
     bone = np.isin(label, [PAINT_ORDER.index(b) + 1 for b in BONES])
     muscle = np.isin(label, [PAINT_ORDER.index(m) + 1 for m in MUSCLES])
     bowel = masks["Bowel_Small"] | masks["Colon_Sigmoid"]
@@ -120,7 +138,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
     nodal = nodal_ctv(
         grid, spacing, masks, bone | muscle | bowel | kidney | ctvp | masks["Anorectum"] | ~body,
         para_aortic=p.para_aortic, pelvic_floor_z_mm=15 * p.scale, para_aortic_top_z_mm=235 * p.scale,
-        gtvn=paint(grid, node) if node is not None else None,
+        gtvn=paint(grid, node) if node is not None else None, margin_mm=style.ctvn_margin_mm,
     )
     ctvn = np.zeros(grid.shape, bool)
     for part in nodal.values():
@@ -128,10 +146,10 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
     param = parametrium(
         grid, masks["Cervix"] | gtvp, masks["Vagina"],
         bone | muscle | bowel | masks["Bladder"] | masks["Anorectum"] | ctvp | ~body,
-        side_wall_mm=(44 if p.small_parametrium else 60) * p.scale,
+        side_wall_mm=(44 if p.small_parametrium else 60) * p.scale * style.parametrium_extent,
     )
 
-    image = _ct_image(grid, p, rng, label, masks, gtvp, body, cavity)
+    image = _ct_image(grid, p, rng, label, masks, gtvp, body, cavity, style)
     structures: dict[str, Volume] = {}
     if labelled:
         out = {"Bladder": masks["Bladder"], "Anorectum": masks["Anorectum"], "CTVn": ctvn, "CTVp": ctvp,
@@ -146,7 +164,7 @@ def synthesize_case(rng: np.random.Generator, *, size: str, edge: set[str], labe
     return SynthCase(image, structures, p)
 
 
-def _ct_image(grid, p, rng, label, masks, gtvp, body, cavity) -> Volume:
+def _ct_image(grid, p, rng, label, masks, gtvp, body, cavity, style) -> Volume:
     hu_of = tissue_hu(p.contrast, rng)
     lut = np.full(len(PAINT_ORDER) + 1, hu_of["air"], np.float32)
     by_tissue = {"Fat": "fat", "Fat_Perirenal": "fat", "Uterus": "uterus", "Cervix": "cervix", "Vagina": "vagina",
@@ -174,7 +192,8 @@ def _ct_image(grid, p, rng, label, masks, gtvp, body, cavity) -> Volume:
     for name, content in (("Anorectum", "stool"), ("Bowel_Small", "bowel_content"), ("Colon_Sigmoid", "stool")):
         _bowel_content(hu, masks[name], grid, rng, hu_of[content], hu_of["gas"])
     t = grid.template
-    return Volume(finish(hu, t.spacing_mm, rng, noise_hu=12.0), t.spacing_mm, t.origin_mm, t.direction)
+    pixels = finish(hu, t.spacing_mm, rng, noise_hu=style.noise_hu, hu_offset=style.hu_offset)
+    return Volume(pixels, t.spacing_mm, t.origin_mm, t.direction)
 
 
 def _split_labels(label: np.ndarray) -> dict[str, np.ndarray]:
