@@ -112,6 +112,7 @@ def test_rule_findings_and_prediction_fields_are_shown(case, tmp_path):
         "rule_changes": [{"rule": "overlap", "structure": "Anorectum", "voxels": 12, "volume_cc": 0.1,
                           "detail": "12 voxels went to Bladder (higher probability)", "other": "Bladder"}],
         "created": "2025-01-02T03:04:05",
+        "out_of_scope": ["no uterus-like CTVp (CTVp 3.0 cc, expected at least 20 cc)"],
     }
     (folder / "image.nii.gz").rename(folder / "ct_input.nii.gz")  # a predict output has no image.nii.gz:
     record["input"]["path"] = str(folder / "ct_input.nii.gz")  # the report reads the recorded input
@@ -124,6 +125,7 @@ def test_rule_findings_and_prediction_fields_are_shown(case, tmp_path):
     assert "12 voxels went to Bladder" in text and "<td class='num'>0.41</td>" in text
     assert "rules.overlap" in text and ("Anorectum/Bladder" in text or "Bladder/Anorectum" in text)
     assert "no cohort given" in text
+    assert "Outside what this model was made for" in text and "no uterus-like CTVp (CTVp 3.0 cc" in text
 
 
 def test_compose_and_margin_history_appear(case, tmp_path):

@@ -50,6 +50,7 @@ def test_predict_a_nifti_out_of_the_box(default_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "o" / "ct" / "prediction.json").read_text())
     assert record["model"]["name"] == "cervicontour-default"
+    assert record["out_of_scope"] == []  # a phantom female pelvis: what the model was made for
     image = read_nifti(ct)
     folder = tmp_path / "o" / "ct" / "structures"
     for name in ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium"):

@@ -65,7 +65,7 @@ def test_cohort_input_predicts_the_holdout_patients_unless_asked_for_all(tiny_co
     assert [p.parent.name for p in written] == ["SYN001", "SYN002", "SYN003", "SYN004", "SYN005"]
 
 
-def test_unusable_inputs_say_what_was_expected(tmp_path, tiny_run):
+def test_unusable_inputs_say_what_was_expected(tmp_path, tiny_run, tiny_cohort):
     from cervicontour.errors import InputError
     from cervicontour.pipeline import predict
 
@@ -75,5 +75,7 @@ def test_unusable_inputs_say_what_was_expected(tmp_path, tiny_run):
     text.write_text("x")
     with pytest.raises(InputError, match="expected a NIfTI"):
         predict(text, tmp_path / "o", model=tiny_run)
+    image = next(tiny_cohort.glob("*/image.nii.gz"))  # the input is checked first, then the model is loaded
     with pytest.raises(InputError, match="no model.pt"):
-        predict(text, tmp_path / "o", model=tmp_path)
+        predict(image, tmp_path / "o", model=tmp_path)
+    assert not (tmp_path / "o").exists()

@@ -42,7 +42,7 @@ def _case(out: Path, patient_id: str) -> Path:
     mask = np.zeros(image.shape, np.uint8)
     mask[6:10, 6:10, 3:5] = 1
     write_nifti(ct.with_array(mask), case / BLADDER)
-    (case / "prediction.json").write_text(json.dumps({"patient_id": patient_id, "review_closely": [], "out_of_scope": [], "structures": {}}))
+    (case / "prediction.json").write_text(json.dumps({"patient_id": patient_id, "review_closely": [], "out_of_scope": ["no pelvis in the field of view"] if patient_id == "P2" else [], "structures": {}}))
     return case
 
 
@@ -116,6 +116,14 @@ def test_two_servers_and_a_cli_writer_lose_no_decision(out):
     assert len(entries) == 3 * n
     assert sorted(e["reviewer"] for e in entries) == sorted(["cli"] * n + ["server0"] * n + ["server1"] * n)
     assert [e["structures"][BLADDER]["comment"] for e in entries if e["reviewer"] == "cli"] == [str(k) for k in range(n)]
+
+
+def test_the_out_of_scope_flag_is_shown(client):
+    listing = {c["patient_id"]: c for c in client.get("/api/cases").json()["cases"]}
+    assert listing["P1"]["out_of_scope"] == [] and listing["P2"]["out_of_scope"] == ["no pelvis in the field of view"]
+    assert client.get("/api/cases/P2").json()["out_of_scope"] == ["no pelvis in the field of view"]
+    script = client.get("/static/review.js").text
+    assert "Outside what this model was made for" in script and "out_of_scope" in script
 
 
 def test_threads_in_one_process_lose_no_decision(out):

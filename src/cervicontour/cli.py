@@ -191,9 +191,13 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
+    from cervicontour.io.atomic import check_writable
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
     from cervicontour.metrics.summary import SUMMARY_COLUMNS
 
+    for path in (out, html):  # before the work, not after it
+        if path is not None:
+            _guard(check_writable, path)
     try:
         tolerances = tuple(float(t) for t in tolerance_mm.split(",") if t.strip())
         settings = EvaluationSettings(tolerances_mm=tolerances, boundary=boundary, apl_tolerance_mm=apl_tolerance_mm)
@@ -463,8 +467,13 @@ def predict(
         "'reference' = the groups each labelled cohort case's own contours include.",
     ),
     para_aortic: bool = typer.Option(False, "--para-aortic", help="Extend CTVn with the para-aortic nodes (adds LN_ParaAortic to the groups)."),
+    force: bool = typer.Option(False, "--force", help="Predict an image the input gate finds implausible (slice count, HU range, empty body, DICOM Modality not CT) when you know it is a CT in HU; the case is flagged out of scope. Non-finite values and unreadable files are never forced."),
 ) -> None:
-    """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case."""
+    """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case.
+
+    All or nothing: every case is written to a staging folder and moved into --out at the end; an
+    image the input gate refuses (exit 2) leaves --out as it was.
+    """
     import json
 
     from rich.console import Console
@@ -488,13 +497,15 @@ def predict(
         task = progress.add_task("predicting cases", total=len(cases))
         written = _guard(
             run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
-            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, on_case=lambda pid: progress.advance(task),
+            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, on_case=lambda pid: progress.advance(task),
         )  # fmt: skip
     console = Console()
     for path in written:
         record = json.loads(path.read_text())
         flagged = ", ".join(record["review_closely"]) or "none"
         console.print(f"{record['patient_id']}: {path.parent} ({record['timings_s']['total_case']:.1f} s, {len(record['rule_changes'])} rule changes, review closely: {flagged})", highlight=False)
+        for reason in record["out_of_scope"]:
+            console.print(f"  [bold red]outside what this model was made for:[/] {reason}", highlight=False)
         source = Path(record["input"]["path"])
         if rtstruct:
             if source.is_dir():

@@ -307,13 +307,12 @@ def write_case(
 
 def write_notes(root: str | os.PathLike, notes: Mapping[str, str]) -> Path:
     """Write ``notes.csv`` atomically."""
+    from cervicontour.io.atomic import atomic_path
+
     path = Path(root) / NOTES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patient_id", "comment"])
         for patient_id, comment in notes.items():
             writer.writerow([patient_id, comment])
-    os.replace(tmp, path)
     return path

@@ -298,6 +298,7 @@ def predict(
     all_cases: bool = False,
     save_probabilities: bool = False,
     nodal_groups: Sequence[str] | str | None = None,
+    force: bool = False,
     on_case=None,
 ) -> list[Path]:
     """Predict every input case and write the cohort layout plus ``prediction.json`` per case.
@@ -306,52 +307,71 @@ def predict(
     case's CTVn from the groups its reference contours include (to evaluate a model against the
     clinicians' per-patient choice of nodal fields).
 
+    Every image passes the input gate (:func:`cervicontour.io.gate.require_ct`) first; ``force``
+    lets its plausibility checks pass (they become out-of-scope reasons in the record), and
+    :func:`cervicontour.validate.scope.out_of_scope` adds the anatomy the model was not made for.
+    All or nothing: the cases are written to a staging folder beside ``out`` and moved into
+    ``out`` once every case has succeeded; a failure leaves ``out`` as it was.
+
     Returns:
         the ``prediction.json`` paths, one per case.
+
+    Raises:
+        InputError: an image the gate refuses, an unusable model or input path; nothing is written.
     """
     from cervicontour.cohort import write_case
+    from cervicontour.io.atomic import staged_folder
+    from cervicontour.io.gate import require_ct
     from cervicontour.model import load_model
     from cervicontour.model.run_files import write_json
+    from cervicontour.validate.scope import out_of_scope
 
-    t0 = time.perf_counter()
-    loaded = load_model(model, device=device)
-    load_s = time.perf_counter() - t0
     cases = find_inputs(input_path, all_cases=all_cases)
+    loaded, load_s = None, 0.0  # the model is loaded once the first image has passed the gate
     out = Path(out)
     written = []
-    for case in cases:
-        t_case = time.perf_counter()
-        image = case.load()
-        read_s = time.perf_counter() - t_case
-        groups = reference_nodal_groups(case.source, case.structures) if nodal_groups == "reference" else nodal_groups
-        result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)
-        t_write = time.perf_counter()
-        folder = write_case(out, case.patient_id, None, result.masks)
-        if save_probabilities:
-            from cervicontour.io import write_nifti
+    with staged_folder(out) as stage:
+        for case in cases:
+            t_case = time.perf_counter()
+            image = case.load()
+            forced = require_ct(image, source=case.source, force=force)
+            read_s = time.perf_counter() - t_case
+            if loaded is None:  # once the first image has passed the gate
+                t0 = time.perf_counter()
+                loaded = load_model(model, device=device)
+                load_s = time.perf_counter() - t0
+                t_case += load_s
+            groups = reference_nodal_groups(case.source, case.structures) if nodal_groups == "reference" else nodal_groups
+            result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)
+            t_write = time.perf_counter()
+            folder = write_case(stage, case.patient_id, None, result.masks)
+            if save_probabilities:
+                from cervicontour.io import write_nifti
 
-            for name, prob in result.probabilities.items():
-                percent = np.rint(np.clip(prob.array, 0, 1) * 100).astype(np.uint8)
-                write_nifti(prob.with_array(percent), folder / "probabilities" / f"{name}.nii.gz")
-        timings = {"model_load": round(load_s, 3), "read": round(read_s, 3), **result.timings_s, "write": round(time.perf_counter() - t_write, 3)}
-        timings["total_case"] = round(time.perf_counter() - t_case, 3)
-        record = {
-            "patient_id": case.patient_id,
-            "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
-            "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),
-                      "refined": [loaded.refiner.structure] if loaded.refiner is not None else []},
-            "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
-            "structures": result.structures,
-            "composed": result.composed,
-            "review_closely": [n for n, r in result.structures.items() if r["review_closely"]],
-            "rule_changes": [asdict(c) for c in result.changes],
-            "timings_s": timings,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "disclaimer": "draft contours for clinician review; not for clinical use without review",
-        }
-        written.append(write_json(folder / "prediction.json", record))
-        if on_case:
-            on_case(case.patient_id)
+                for name, prob in result.probabilities.items():
+                    percent = np.rint(np.clip(prob.array, 0, 1) * 100).astype(np.uint8)
+                    write_nifti(prob.with_array(percent), folder / "probabilities" / f"{name}.nii.gz")
+            timings = {"model_load": round(load_s, 3), "read": round(read_s, 3), **result.timings_s, "write": round(time.perf_counter() - t_write, 3)}
+            timings["total_case"] = round(time.perf_counter() - t_case, 3)
+            record = {
+                "patient_id": case.patient_id,
+                "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
+                "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),
+                          "refined": [loaded.refiner.structure] if loaded.refiner is not None else []},
+                "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
+                "structures": result.structures,
+                "composed": result.composed,
+                "review_closely": [n for n, r in result.structures.items() if r["review_closely"]],
+                "out_of_scope": out_of_scope(image, result.masks, forced=forced, structures=result.structures),
+                "rule_changes": [asdict(c) for c in result.changes],
+                "timings_s": timings,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "disclaimer": "draft contours for clinician review; not for clinical use without review",
+            }
+            write_json(folder / "prediction.json", record)
+            written.append(out / case.patient_id / "prediction.json")
+            if on_case:
+                on_case(case.patient_id)
     return written
 
 

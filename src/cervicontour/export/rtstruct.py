@@ -33,6 +33,7 @@ import numpy as np
 from cervicontour.errors import InputError
 from cervicontour.export.contours import format_ds, trace_slice
 from cervicontour.export.masks import collect_masks, onto_grid
+from cervicontour.io.atomic import atomic_path
 from cervicontour.structures import STRUCTURES, Role, try_canonical_name
 from cervicontour.volume import Volume
 
@@ -175,15 +176,8 @@ def write_rtstruct(
     summaries = []
     for number, (name, array) in enumerate(named.items(), start=1):
         summaries.append(_add_roi(pydicom, ds, ct, number, name, array, frame_uid, sop_class, generation, model, model_version))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         _save(pydicom, ds, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(path, tuple(summaries), tuple(skipped))
 
 

@@ -6,7 +6,8 @@ leaves the previous file untouched (and no temporary file behind). Temporary nam
 process id and a random part (two writers never share one), and files are created with the
 modes the umask gives (``0o666 & ~umask``), as ``open()`` would, not ``mkstemp``'s 0600.
 
-:func:`file_lock` is the cross-process lock for read-modify-write files (the review log).
+:func:`file_lock` is the cross-process lock for read-modify-write files (the review log);
+:func:`staged_folder` makes a whole output folder appear at once, or not at all.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import fcntl
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from cervicontour.errors import InputError
 
 
 @contextmanager
@@ -27,12 +31,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png``) so writers that
     pick a format by extension still work. Parent folders are created.
 
+    Raises:
+        InputError: ``path`` is a folder, or a path above it is a file.
+
     Example:
         >>> with atomic_path("out/plot.png") as tmp:   # doctest: +SKIP
         ...     fig.savefig(tmp)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: a path above it is a file, not a folder; choose another output path") from None
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
     tmp = temporary_name(path, suffix)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
@@ -70,6 +80,64 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, a file path that cannot be written: a folder, or under a file.
+
+    Raises:
+        InputError: what is in the way and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected the path of a file to write — choose another output path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{path}: {parent} is a file, not a folder; choose another output path")
+            break
+    return path
+
+
+@contextmanager
+def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new, empty staging folder beside ``dest``; move its entries into ``dest`` when the
+    block succeeds, remove it when the block fails (``dest`` is then left exactly as it was).
+
+    An entry of ``dest`` with the name of a staged one is replaced (moved aside, then removed);
+    other entries of ``dest`` stay. Staging beside ``dest`` keeps every move a rename on one file
+    system.
+
+    Raises:
+        InputError: ``dest`` (or a folder above it) exists and is not a folder.
+
+    Example:
+        >>> with staged_folder("out/pred") as stage:   # doctest: +SKIP
+        ...     for case in cases:
+        ...         write_case(stage, case)          # a failure here leaves out/pred untouched
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest}: exists and is not a folder; expected an output folder — choose another path")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = temporary_name(dest, ".staging")
+        stage.mkdir()
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{dest}: a path above it is a file, not a folder; choose another output folder") from None
+    try:
+        yield stage
+        dest.mkdir(exist_ok=True)
+        for entry in sorted(stage.iterdir()):
+            target = dest / entry.name
+            old = temporary_name(target, ".old") if target.exists() or target.is_symlink() else None
+            if old is not None:
+                os.replace(target, old)
+            os.replace(entry, target)
+            if old is not None:
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -6,8 +6,10 @@ RAS, flipped, permuted) reading what we wrote and writing it again is then bit-e
 directions are re-derived from the float32 quaternion on each read and move by < 1e-7 per
 write/read cycle; tests check both.
 
-SimpleITK silently zero-fills a file cut inside its voxel data, so :func:`read_nifti` checks
-the data length itself (see :func:`_check_complete`).
+SimpleITK silently zero-fills a file cut inside its voxel data, and allocates whatever a header
+declares before it reads a byte of it, so :func:`read_nifti` checks the header against the file's
+size first (:func:`cervicontour.io.gate.check_nifti_layout`) and the data length after (see
+:func:`_check_complete`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import SimpleITK as sitk
 
 from cervicontour.errors import InputError
 from cervicontour.io.atomic import atomic_path
+from cervicontour.io.gate import check_nifti_layout, count_nonfinite
 from cervicontour.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -50,13 +53,16 @@ def image_to_volume(image: sitk.Image, *, source: str = "<memory>") -> Volume:
             "split 4-D or multi-channel files into one 3-D volume per file"
         )
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # [z,y,x] -> [i,j,k]
-    return Volume(
-        array,
-        image.GetSpacing(),
-        image.GetOrigin(),
-        np.asarray(image.GetDirection(), dtype=float).reshape(3, 3),
-        {"source": source},
-    )
+    try:
+        return Volume(
+            array,
+            image.GetSpacing(),
+            image.GetOrigin(),
+            np.asarray(image.GetDirection(), dtype=float).reshape(3, 3),
+            {"source": source},
+        )
+    except ValueError as exc:  # a damaged header: non-orthonormal direction, NaN origin, ...
+        raise InputError(f"{source}: the image's geometry is unusable ({exc}); re-export the image") from None
 
 
 def _to_zyx(array: np.ndarray, block: int = 16) -> np.ndarray:
@@ -86,6 +92,45 @@ def volume_to_image(volume: Volume) -> sitk.Image:
     return image
 
 
+def _checked_path(path: Path) -> Path:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected a NIfTI image (.nii or .nii.gz)")
+    if not is_nifti(path):
+        raise InputError(f"{path}: expected a .nii or .nii.gz file; use `read_dicom_series` for DICOM")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); expected a NIfTI image — copy or re-export it again")
+    return path
+
+
+def _sitk_error(path: Path, exc: RuntimeError) -> InputError:
+    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+    return InputError(f"{path}: cannot be read as NIfTI ({first}); the file may be truncated or not NIfTI — re-export it from the source system")
+
+
+def read_nifti_information(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[float, ...], np.ndarray]:
+    """``(size, spacing_mm, direction)`` of a 3-D NIfTI file from its header (no voxel data read).
+
+    Raises:
+        InputError: as :func:`read_nifti` for what the header shows (missing, empty, not NIfTI,
+            dimensions the file cannot hold, zero spacing, not 3-D).
+    """
+    path = _checked_path(Path(path))
+    check_nifti_layout(path)
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("NiftiImageIO")
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise _sitk_error(path, exc) from None
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        raise InputError(f"{path}: expected a 3-D single-channel image, got {reader.GetDimension()}-D with {reader.GetNumberOfComponents()} "
+                         f"component(s) and size {reader.GetSize()}; split 4-D or multi-channel files into one 3-D volume per file")
+    if not np.all(np.isfinite(reader.GetOrigin())):
+        raise InputError(f"{path}: the header's origin is {reader.GetOrigin()}; expected finite numbers — the header is damaged: re-export the image")
+    return reader.GetSize(), reader.GetSpacing(), np.asarray(reader.GetDirection(), dtype=float).reshape(3, 3)
+
+
 def read_nifti(path: str | os.PathLike) -> Volume:
     """Read a 3-D NIfTI file (``.nii`` or ``.nii.gz``).
 
@@ -97,43 +142,28 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         after SimpleITK applies ``scl_slope``/``scl_inter``.
 
     Raises:
-        InputError: missing, unreadable, truncated, or not 3-D.
+        InputError: missing, empty, unreadable, truncated, not 3-D, or a header that declares
+            more voxels than the file can hold or a zero/non-finite spacing (refused before
+            anything is allocated).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; expected a NIfTI image (.nii or .nii.gz)")
-    if not is_nifti(path):
-        raise InputError(f"{path}: expected a .nii or .nii.gz file; use `read_dicom_series` for DICOM")
+    path = _checked_path(Path(path))
+    layout = check_nifti_layout(path)
     reader = sitk.ImageFileReader()
     reader.SetImageIO("NiftiImageIO")
     reader.SetFileName(str(path))
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise InputError(
-            f"{path}: cannot be read as NIfTI ({first}); the file may be truncated or not NIfTI — "
-            "re-export it from the source system"
-        ) from None
-    _check_complete(path)
+        raise _sitk_error(path, exc) from None
+    _check_complete(path, layout.nbytes if layout else None)
+    bad = count_nonfinite(path, layout) if layout else 0
+    if bad:
+        raise InputError(f"{path}: {bad} voxel value(s) are NaN or infinite; expected finite values — "
+                         "re-export the image from the source (a reconstruction or conversion failed)")
     return image_to_volume(image, source=str(path))
 
 
-def _expected_nbytes(header: bytes) -> int | None:
-    """vox_offset + voxels × bytes from a NIfTI-1 header (None if not NIfTI-1)."""
-    for order in "<>":
-        if struct.unpack(f"{order}i", header[:4])[0] == 348:
-            dims = struct.unpack(f"{order}8h", header[40:56])
-            bitpix = struct.unpack(f"{order}h", header[72:74])[0]
-            vox_offset = struct.unpack(f"{order}f", header[108:112])[0]
-            n = 1
-            for d in dims[1 : 1 + max(dims[0], 0)]:
-                n *= max(d, 1)
-            return int(vox_offset) + n * bitpix // 8
-    return None
-
-
-def _check_complete(path: Path) -> None:
+def _check_complete(path: Path, expected: int | None) -> None:
     """Refuse a file whose voxel data is shorter than its header says (a cut-off copy).
 
     ``.nii``: compares the file size. ``.nii.gz``: compares the gzip trailer's ISIZE (the
@@ -141,11 +171,6 @@ def _check_complete(path: Path) -> None:
     sure, so intact files cost one small read.
     """
     gz = str(path).lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if gz else path.open("rb")) as handle:
-            expected = _expected_nbytes(handle.read(348))
-    except (OSError, EOFError, struct.error):
-        expected = None
     if expected is None:
         return
     if not gz:

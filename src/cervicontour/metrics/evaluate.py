@@ -325,13 +325,12 @@ def format_value(value: object) -> str:
 
 def write_csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str], path: str | os.PathLike) -> Path:
     """Write rows to CSV atomically (temporary file, then rename); parent folders are created."""
+    from cervicontour.io.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
             writer.writerow([format_value(row.get(c, "")) for c in columns])
-    os.replace(tmp, path)
     return path

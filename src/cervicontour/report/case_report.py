@@ -242,6 +242,7 @@ def _page(*, case_id, case_dir, image, image_label, image_sha256, prediction, pr
         f"<div class='banner' role='alert'>{_e(BANNER)}</div><main>",
         f"<h1>Case {_e(case_id)}</h1>",
         f"<p class='muted'>{_e(case_dir)} · image {_e(repr(image))} · report written {created} by cervicontour {__version__}</p>",
+        _scope(prediction),
         _provenance(prediction, prediction_path, image_label, image_sha256),
         _uncertainty(prediction),
         _volumes(rows, cohort),
@@ -270,6 +271,15 @@ def _provenance(prediction, prediction_path, image_label, image_sha256) -> str:
             rows.append((label, f"<code>{_e(value)}</code>" if value else "<span class='muted'>not recorded</span>"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<h2>Provenance</h2>{head}<table>{body}</table>"
+
+
+def _scope(prediction) -> str:
+    """The out-of-scope flag (``prediction.json``'s ``out_of_scope``), first and in red when raised."""
+    reasons = (prediction or {}).get("out_of_scope") or []
+    if not reasons:
+        return ""
+    items = "".join(f"<li>{_e(r)}</li>" for r in reasons)
+    return f"<div class='flag' role='alert'><h2 class='error'>Outside what this model was made for</h2><ul>{items}</ul></div>"
 
 
 def _uncertainty(prediction) -> str:

@@ -116,12 +116,14 @@ def render_overlay(
                frameon=False)
     orient = "axial/coronal: patient right on image left · sagittal: anterior on left"
     fig.suptitle(f"{title}\n{image!r}\n{orient}", color="white", fontsize=9)
+    from cervicontour.io.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90, facecolor="black")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, facecolor="black", format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from cervicontour.cohort import Cohort
 from cervicontour.structures import PRIMARY
 from cervicontour.volume import orientation_code
 
 
 def image_header(path: Path) -> dict:
-    """Size, spacing and orientation code from a NIfTI header (no voxel data read)."""
-    import SimpleITK as sitk
+    """Size, spacing and orientation code from a NIfTI header (no voxel data read).
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return {
-        "size": reader.GetSize(),
-        "spacing_mm": reader.GetSpacing(),
-        "orientation": orientation_code(np.asarray(reader.GetDirection()).reshape(3, 3)),
-    }
+    Raises:
+        InputError: a header the input gate refuses (see :func:`cervicontour.io.read_nifti_information`).
+    """
+    from cervicontour.io import read_nifti_information
+
+    size, spacing, direction = read_nifti_information(path)
+    return {"size": size, "spacing_mm": spacing, "orientation": orientation_code(direction)}
 
 
 def cohort_rows(cohort: Cohort) -> list[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import atomic_path
 
 #: datatype code → (name, bits) for the scalar types cervicontour reads.
 DATATYPES: dict[int, tuple[str, int]] = {
@@ -246,12 +247,10 @@ def blank_text_fields(src: str | os.PathLike, dst: str | os.PathLike, fields: li
         data[offset : offset + length] = b"\x00" * length
     with src.open("rb") as handle:
         gz = handle.read(2) == b"\x1f\x8b"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if gz:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as out:
-            out.write(data)
-    else:
-        tmp.write_bytes(bytes(data))
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        if gz:
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as out:
+                out.write(data)
+        else:
+            tmp.write_bytes(bytes(data))
     return dst

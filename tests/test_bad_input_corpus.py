@@ -1,0 +1,153 @@
+"""Every command over the bad-input corpus (tests/bad_inputs.py): exit 2, a message and no traceback,
+nothing written, the input's bytes unchanged.
+
+Runs the real CLI in-process (typer's CliRunner); the input gate refuses before the model loads,
+so the whole corpus takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bad_inputs import PHI_NAME, BadInput, build_corpus, copy_input, good_ct
+from typer.testing import CliRunner
+
+from cervicontour.cli import app
+from cervicontour.io import write_nifti
+from cervicontour.volume import Volume
+
+runner = CliRunner()
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    if root.is_file():
+        return {root.name: hashlib.sha256(root.read_bytes()).hexdigest()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[BadInput]:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    """A reference cohort: P1 with a good CT, a Bladder and two nodal sub-structures."""
+    root = tmp_path_factory.mktemp("good") / "cohort"
+    ct = Volume(good_ct(), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    write_nifti(ct, root / "P1" / "image.nii.gz")
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[15:25, 15:25, 3:8] = 1
+    write_nifti(ct.with_array(mask), root / "P1" / "structures" / "Bladder.nii.gz")
+    for name in ("LN_Pelvic", "LN_CommonIliac"):
+        write_nifti(ct.with_array(mask), root / "P1" / "structures" / "sub" / f"{name}.nii.gz")
+    return root
+
+
+def _refused(args: list[str]) -> str | None:
+    """None when the command exits 2 with a message and no traceback; else what went wrong."""
+    result = runner.invoke(app, args)
+    text = result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        return f"exit {result.exit_code}: {type(result.exception).__name__}: {result.exception}"
+    if result.exit_code != 2:
+        return f"exit {result.exit_code}: {text.strip()[-300:]}"
+    if "Traceback" in text or "error:" not in text:
+        return f"no clear message: {text.strip()[-300:]}"
+    if PHI_NAME.split("^")[0] in text or "SECRET" in text:
+        return f"the message repeats PHI: {text.strip()[-300:]}"
+    return None
+
+
+def _command(command: str, item: BadInput, work: Path, good: Path) -> tuple[list[str], Path, list[Path]]:
+    """``(args, the copy of the input to keep unchanged, paths that must not appear)``."""
+    out = work / "out"
+    if command == "predict":
+        src = copy_input(item, work / ("in" + ("" if item.path.is_dir() else "".join(item.path.suffixes))))
+        return ["predict", str(src), "--out", str(out)], src, [out]
+    if command == "info":
+        cohort = work / "cohort"
+        copy_input(item, cohort / "P1" / "image.nii.gz")
+        return ["info", str(cohort)], cohort, []
+    if command == "evaluate":
+        pred = work / "pred"
+        copy_input(item, pred / "P1" / "structures" / "Bladder.nii.gz")
+        return ["evaluate", "--pred", str(pred), "--ref", str(good), "--out", str(out / "m.csv")], pred, [out]
+    if command == "compose":
+        case = Path(shutil.copytree(good / "P1", work / "P1"))
+        copy_input(item, case / "structures" / "sub" / "LN_Pelvic.nii.gz")
+        return ["compose", str(case), "--ctvn", "LN_Pelvic,LN_CommonIliac", "--who", "test"], case, []
+    if command == "rtstruct-export":
+        src = copy_input(item, work / "series")
+        return ["rtstruct", "export", "--series", str(src), "--masks", str(good / "P1"), "--out", str(out / "RS.dcm")], src, [out]
+    raise AssertionError(command)
+
+
+def test_the_corpus_has_at_least_60_inputs(corpus):
+    assert len(corpus) >= 60, len(corpus)
+    assert len({c.name for c in corpus}) == len(corpus)
+
+
+@pytest.mark.parametrize("command", ["predict", "info", "evaluate", "compose", "rtstruct-export"])
+def test_every_command_refuses_every_bad_input_cleanly(corpus, good, tmp_path, command):
+    items = [c for c in corpus if command in c.commands]
+    assert items
+    failures = []
+    for n, item in enumerate(items):
+        work = tmp_path / f"{n:02d}"
+        args, kept, absent = _command(command, item, work, good)
+        before = _hashes(kept)
+        problem = _refused(args)
+        if problem is None and _hashes(kept) != before:
+            problem = "the input changed"
+        if problem is None and any(p.exists() for p in absent):
+            problem = f"output left behind: {[str(p) for p in absent if p.exists()]}"
+        if problem is None:
+            leftovers = [p.name for p in work.rglob(".*") if p.name.startswith(".")]
+            problem = f"temporary files left: {leftovers}" if leftovers else None
+        if problem:
+            failures.append(f"{item.name}: {problem}")
+    assert not failures, f"{len(failures)} of {len(items)} inputs not refused cleanly by {command}:\n" + "\n".join(failures)
+
+
+def test_output_paths_that_are_files_are_refused(good, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "sub"):
+        assert _refused(["predict", str(good / "P1" / "image.nii.gz"), "--out", str(out)]) is None
+        assert _refused(["evaluate", "--pred", str(good), "--ref", str(good), "--out", str(out / "m.csv")]) is None
+    assert blocker.read_text() == "keep me"
+
+
+def test_cohort_predict_is_all_or_nothing(good, tmp_path):
+    """A cohort whose second patient is unusable: exit 2 and no output, though the first succeeded."""
+    pytest.importorskip("torch")
+    cohort = Path(shutil.copytree(good, tmp_path / "cohort"))
+    shutil.copytree(good / "P1", cohort / "P2")
+    (cohort / "P2" / "image.nii.gz").write_bytes(b"")
+    out = tmp_path / "pred"
+    assert _refused(["predict", str(cohort), "--out", str(out), "--all"]) is None
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+
+def test_a_huge_header_is_refused_fast_and_small(corpus):
+    """A ~70-byte .nii.gz declaring 30000³ int16 voxels: refused before anything is allocated."""
+    from cervicontour.errors import InputError
+    from cervicontour.io import read_nifti
+
+    (item,) = [c for c in corpus if c.name == "huge_dims_gz"]
+    assert item.path.stat().st_size < 100
+    tracemalloc.start()
+    t = time.perf_counter()
+    with pytest.raises(InputError, match="30000×30000×30000"):
+        read_nifti(item.path)
+    seconds = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 * 2**20 and seconds < 1.0, (peak, seconds)
