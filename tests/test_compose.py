@@ -95,3 +95,13 @@ def test_compose_refuses_when_no_requested_part_exists_and_writes_nothing(case):
     assert read_log(case) == [] and int(read_nifti(case / "structures" / "CTVn.nii.gz").array.sum()) == 1
     with pytest.raises(InputError, match="no structures/ folder"):
         compose_case(case / "nothing", {"CTVn": "LN_Pelvic"}, who="x")
+
+
+def test_a_failing_target_leaves_the_draft_and_the_case_untouched(case):
+    """CTVn is fine, CTVp's parts are on two grids: nothing is written, CTVn's draft is kept."""
+    write_nifti(Volume(np.ones((4, 4, 4), np.uint8), (1.0, 1.0, 1.0)), case / "structures" / "sub" / "Uterus.nii.gz")
+    before = {p: p.read_bytes() for p in case.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="not on the grid"):
+        compose_case(case, {"CTVn": "LN_Pelvic", "CTVp": "Cervix,Uterus"}, who="dr.tester")
+    assert {p: p.read_bytes() for p in case.rglob("*") if p.is_file()} == before
+    assert not (case / "history").exists()

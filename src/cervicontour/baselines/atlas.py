@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from cervicontour.io import (
     write_nifti,
     write_text_atomic,
 )
+from cervicontour.io.atomic import staged_folder
 from cervicontour.structures import PRIMARY, canonical_name
 from cervicontour.volume import Volume
 
@@ -284,8 +283,8 @@ def write_prediction(
 ) -> Path:
     """Write ``OUT/<pid>/structures/*.nii.gz`` and ``atlas.json`` all-or-nothing.
 
-    Everything is written into a hidden staging folder beside the destination, which is then
-    renamed into place; an existing ``OUT/<pid>`` is replaced only after the new one is complete.
+    Everything is written into a staging folder beside ``OUT`` (:func:`cervicontour.io.atomic.staged_folder`)
+    and renamed into place; an existing ``OUT/<pid>`` is replaced only after the new one is complete.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,22 +296,11 @@ def write_prediction(
         else "STAPLE posterior >= 0.5 (sitk.STAPLEImageFilter), each structure independently"
     )
     record["voxels"] = {name: int(mask.array.sum()) for name, mask in fused.items()}
-    staging = Path(tempfile.mkdtemp(prefix=f".{patient_id}.partial-", dir=out_dir))
-    try:
+    with staged_folder(out_dir) as stage:  # OUT/<pid> is replaced only once the new one is complete
         for name, mask in fused.items():
-            write_nifti(mask, staging / "structures" / f"{name}.nii.gz")
-        write_text_atomic(staging / "atlas.json", json.dumps(record, indent=2) + "\n")
-        destination = out_dir / patient_id
-        old = None
-        if destination.exists():
-            old = out_dir / f".{patient_id}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(destination, old)
-        os.replace(staging, destination)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            write_nifti(mask, stage / patient_id / "structures" / f"{name}.nii.gz")
+        write_text_atomic(stage / patient_id / "atlas.json", json.dumps(record, indent=2) + "\n")
+    destination = out_dir / patient_id
     return destination
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from cervicontour.io.atomic import atomic_path
 from cervicontour.preprocess import Plan, prepare_case
 from cervicontour.preprocess.prepare import SOFT_SCALE
 
@@ -100,10 +100,8 @@ def load_arrays(cases, plan: Plan, structures, *, cache_dir: Path | None = None,
         prepared, labels = prepare_case(case, plan, structures, soft=soft)
         item = CaseArrays(case.patient_id, prepared.image.astype(np.float32), labels, plan.spacing_mm, known, label_max)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, image=item.image, labels=item.labels)
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                np.savez(tmp, image=item.image, labels=item.labels)
         out.append(item)
         if on_case:
             on_case(case.patient_id)

@@ -4,6 +4,8 @@ The model cannot decide how many CTV components a patient needs (e.g. whether th
 nodes are treated): a clinician picks them, and this module forms the union. The choice — who,
 when, which parts were asked for, which existed, which were missing — is appended to
 ``CASE_DIR/compose_log.jsonl``, and the mask it replaces is kept under ``CASE_DIR/history/``.
+All or nothing: every part is read and every union formed before anything is written, and the
+draft is replaced by an atomic write after its copy is in ``history/``; a failure leaves it as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -182,7 +185,7 @@ def compose_case(
                 + (f"the case has {', '.join(have)}" if have else f"the case has no {target} sub-structures at all")
                 + f" — choose among those (sub-structures are in {case_dir / 'structures' / 'sub'})"
             )
-    results = []
+    planned = []  # every part read and every union formed before anything is written
     for target, requested in plans.items():
         used = tuple(p for p in requested if p in available)
         missing = tuple(p for p in requested if p not in available)
@@ -190,16 +193,23 @@ def compose_case(
         added = (gtv,) if gtv in available and gtv not in requested else ()
         used += added
         composed = union({p: read_nifti(available[p]) for p in used})
-        destination = case_dir / "structures" / f"{target}.nii.gz"
         previous_path = available.get(target)
-        previous_cc = backup = None
+        previous_cc = None
         if previous_path is not None:
             previous = read_nifti(previous_path)
             previous_cc = float(np.count_nonzero(previous.array)) * previous.voxel_volume_cc
+        planned.append((target, requested, used, missing, added, composed, previous_path, previous_cc))
+    results = []
+    for target, requested, used, missing, added, composed, previous_path, previous_cc in planned:
+        destination = case_dir / "structures" / f"{target}.nii.gz"
+        backup = None
+        if previous_path is not None:  # a copy first: the draft is only replaced by the atomic write below
             backup = case_dir / "history" / stamp / previous_path.name
             backup.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(previous_path, backup)
+            shutil.copy2(previous_path, backup)
         write_nifti(composed, destination)
+        if previous_path is not None and previous_path != destination:
+            previous_path.unlink()  # the target was stored under another name (a synonym)
         volume_cc = float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc
         result = Composition(target, requested, used, missing, volume_cc, previous_cc, destination, backup, added)
         _log(case_dir, result, who=who, when=when)
