@@ -27,8 +27,9 @@ _DIM, _DATATYPE, _BITPIX, _PIXDIM, _VOX_OFFSET, _QOFFSET, _SROW, _MAGIC = 40, 70
 class BadInput:
     name: str
     path: Path
-    kind: str  # "nifti" (one file), "dicom" (a series folder), "rtstruct" (an RS file), "out" (an output path)
+    kind: str  # "nifti" (one file), "dicom" (a series folder), "rtstruct" (an RS file for `series`)
     commands: tuple[str, ...]  # which commands must refuse it
+    series: Path | None = None  # the CT series an "rtstruct" item is imported with
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -207,7 +208,46 @@ def _dicom_items(root: Path) -> list[tuple[str, Path]]:
     add("dicom_pixel_spacing_zero", edit(_series(root / "dicom_pixel_spacing_zero", stored), PixelSpacing=["0", "0"]))
     add("dicom_no_orientation", edit(_series(root / "dicom_no_orientation", stored), ImageOrientationPatient=None))
     add("dicom_phi_and_mr", edit(_series(root / "dicom_phi_and_mr", stored), Modality="MR", PatientName=PHI_NAME, PatientID="MRN-0042-SECRET"))
+    add("dicom_no_uids", edit(_series(root / "dicom_no_uids", stored), StudyInstanceUID="", SOPInstanceUID=""))  # an anonymiser's work
     return items
+
+
+def _rtstruct_items(root: Path) -> tuple[Path, list[tuple[str, Path]]]:
+    """A good series and RTSTRUCTs drawn on it, each broken one way."""
+    import pydicom
+
+    from cervicontour.export.rtstruct import write_rtstruct
+    from cervicontour.io.dicom import read_dicom_series
+
+    series = _series(root / "series", (good_ct().astype(np.int32) + 1024).astype(np.uint16))
+    ct = read_dicom_series(series)
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[15:25, 15:25, 3:8] = 1
+    good = write_rtstruct(series, {"Bladder": ct.with_array(mask)}, root / "good.dcm").path
+    items = []
+
+    def variant(name, edit):
+        ds = pydicom.dcmread(good)
+        edit(ds)
+        ds.save_as(root / f"{name}.dcm")
+        items.append((name, root / f"{name}.dcm"))
+
+    def nan(ds):
+        contour = ds.ROIContourSequence[0].ContourSequence[0]
+        contour.ContourData = ["NaN", *list(contour.ContourData)[1:]]
+
+    def outside(ds):
+        for contour in ds.ROIContourSequence[0].ContourSequence:
+            contour.ContourData = [f"{float(v) + (400.0 if k % 3 == 0 else 0.0):.6g}" for k, v in enumerate(contour.ContourData)]
+
+    def other_frame(ds):
+        ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.12345"
+
+    variant("rtstruct_nan_coordinate", nan)
+    variant("rtstruct_outside_image", outside)
+    variant("rtstruct_other_frame", other_frame)
+    variant("rtstruct_not_rtstruct", lambda ds: (setattr(ds, "Modality", "CT"), delattr(ds, "StructureSetROISequence")))
+    return series, items
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -237,7 +277,10 @@ def build_corpus(root: Path) -> list[BadInput]:
     except ImportError:
         return corpus
     for name, folder in _dicom_items(root / "dicom"):
-        corpus.append(BadInput(name, folder, "dicom", ("predict", "rtstruct-export")))
+        corpus.append(BadInput(name, folder, "dicom", ("rtstruct-export",) if name == "dicom_no_uids" else ("predict", "rtstruct-export")))
+    series, items = _rtstruct_items(root / "rtstruct")
+    for name, path in items:
+        corpus.append(BadInput(name, path, "rtstruct", ("rtstruct-import",), series))
     return corpus
 
 

@@ -86,6 +86,9 @@ def _command(command: str, item: BadInput, work: Path, good: Path) -> tuple[list
     if command == "rtstruct-export":
         src = copy_input(item, work / "series")
         return ["rtstruct", "export", "--series", str(src), "--masks", str(good / "P1"), "--out", str(out / "RS.dcm")], src, [out]
+    if command == "rtstruct-import":
+        src = copy_input(item, work / "RS.dcm")
+        return ["rtstruct", "import", "--series", str(item.series), "--rtstruct", str(src), "--out", str(out / "P1")], src, [out]
     raise AssertionError(command)
 
 
@@ -94,7 +97,7 @@ def test_the_corpus_has_at_least_60_inputs(corpus):
     assert len({c.name for c in corpus}) == len(corpus)
 
 
-@pytest.mark.parametrize("command", ["predict", "info", "evaluate", "compose", "rtstruct-export"])
+@pytest.mark.parametrize("command", ["predict", "info", "evaluate", "compose", "rtstruct-export", "rtstruct-import"])
 def test_every_command_refuses_every_bad_input_cleanly(corpus, good, tmp_path, command):
     items = [c for c in corpus if command in c.commands]
     assert items

@@ -392,3 +392,81 @@ def test_real_rtstruct_with_point_rois_is_read(tmp_path):
     for name in ("Isocenter 1", "Isocenter 2"):
         assert rois[name].mask is None and rois[name].geometry == ("POINT",)
         assert any("POINT ROI" in n and "(0.0, -0.0, 0.0)" in n for n in rois[name].notes)
+
+
+# ---------------------------------------------------------------------- edges (issue 21)
+def test_export_refuses_a_series_without_the_uids_a_reference_needs(exported, tmp_path):
+    series, ct, masks, _, _ = exported["HFS"]
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
+        copy = Path(shutil.copytree(series, tmp_path / keyword))
+        for path in copy.iterdir():
+            ds = pydicom.dcmread(path)
+            setattr(ds, keyword, "")
+            ds.save_as(path)
+        with pytest.raises(InputError, match=f"lacks {keyword}.*write a consistent copy of the series"):
+            write_rtstruct(copy, {"Bladder": ct.with_array(masks["Bladder"].astype(np.uint8))}, tmp_path / f"{keyword}.dcm")
+        assert not (tmp_path / f"{keyword}.dcm").exists()
+
+
+def test_export_never_overwrites_unless_asked(exported, tmp_path):
+    series, ct, masks, _, _ = exported["HFS"]
+    out = tmp_path / "RS.dcm"
+    out.write_bytes(b"the clinic's file")
+    bladder = {"Bladder": ct.with_array(masks["Bladder"].astype(np.uint8))}
+    with pytest.raises(InputError, match="exists.*--overwrite"):
+        write_rtstruct(series, bladder, out)
+    assert out.read_bytes() == b"the clinic's file"
+    write_rtstruct(series, bladder, out, overwrite=True)
+    assert pydicom.dcmread(out).Modality == "RTSTRUCT"
+
+
+def test_a_label_map_is_one_roi_per_label(exported, tmp_path):
+    series, ct, masks, _, _ = exported["HFS"]
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[masks["Bladder"]] = 1
+    labels[masks["CTVn"]] = 2
+    labels[masks["GTVp"]] = 5
+    result = write_rtstruct(series, {"labels": ct.with_array(labels)}, tmp_path / "RS.dcm", label_names={2: "CTVn"})
+    assert [r.name for r in result.rois] == ["label_1", "CTVn", "label_5"]
+    back = {r.name: r.mask for r in read_rtstruct(tmp_path / "RS.dcm", ct).rois}
+    for name, value in (("label_1", 1), ("CTVn", 2), ("label_5", 5)):
+        assert (back[name] == (labels == value)).all(), name
+
+
+def _rs_edited(exported, tmp_path, edit) -> tuple[Path, Path]:
+    series, ct, masks, rs, _ = exported["HFS"]
+    ds = pydicom.dcmread(rs)
+    edit(ds)
+    path = tmp_path / "RS_edited.dcm"
+    ds.save_as(path)
+    return series, path
+
+
+def test_import_names_the_roi_whose_contours_lie_outside_the_image(exported, tmp_path):
+    def shift(ds):  # CTVn's contours 500 mm to the patient's left: another series' coordinates
+        roi = next(r for r in ds.ROIContourSequence if int(r.ReferencedROINumber) == 2)
+        for contour in roi.ContourSequence:
+            data = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            data[:, 0] += 500.0
+            contour.ContourData = [format_ds(v) for v in data.ravel()]
+
+    series, rs = _rs_edited(exported, tmp_path, shift)
+    with pytest.raises(InputError, match="ROI 'CTVn': the contours cover no voxel.*--allow-empty"):
+        import_rtstruct_case(series, rs, tmp_path / "cohort" / "p01")
+    assert not (tmp_path / "cohort").exists()
+    case = import_rtstruct_case(series, rs, tmp_path / "cohort" / "p01", allow_empty=True)
+    assert "CTVn" not in case.structures and "CTVn" in case.not_rasterised and "Bladder" in case.structures
+    assert not (tmp_path / "cohort" / "p01" / "structures" / "CTVn.nii.gz").exists()
+
+
+def test_import_names_the_roi_with_a_nan_coordinate(exported, tmp_path):
+    def nan(ds):
+        contour = ds.ROIContourSequence[0].ContourSequence[0]
+        data = list(contour.ContourData)
+        data[4] = "NaN"
+        contour.ContourData = data
+
+    series, rs = _rs_edited(exported, tmp_path, nan)
+    with pytest.raises(InputError, match="ROI 'Bladder': a contour holds non-finite coordinates"):
+        import_rtstruct_case(series, rs, tmp_path / "p01")
+    assert not (tmp_path / "p01").exists()

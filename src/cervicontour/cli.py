@@ -538,11 +538,24 @@ def rtstruct_export(
     out: Path = typer.Option(..., "--out", help="RTSTRUCT file to write (e.g. RS.dcm)."),
     generation: Optional[str] = typer.Option(None, "--generation", help="AUTOMATIC | SEMIAUTOMATIC | MANUAL (default: AUTOMATIC with a prediction.json, else MANUAL)."),
     series_uid: Optional[str] = typer.Option(None, "--series-uid", help="SeriesInstanceUID when the folder holds several series."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (refused otherwise)."),
+    label_names: Optional[str] = typer.Option(None, "--label-names", help="Names of a label map's values, e.g. 1=Bladder,2=Anorectum (default label_<n>)."),
 ) -> None:
-    """Write the masks as a DICOM RT Structure Set referencing the CT series."""
+    """Write the masks as a DICOM RT Structure Set referencing the CT series.
+
+    A label map (one file with values 0..N) becomes one ROI per label. The series must carry the
+    Study, Series and SOP Instance UIDs and the Frame of Reference UID the references need.
+    """
     from cervicontour.export.rtstruct import export_case
 
-    result = _guard(export_case, series, masks, out, generation=generation, series_uid=series_uid)
+    names = {}
+    for item in (label_names or "").split(","):
+        if item.strip():
+            value, sep, name = item.partition("=")
+            if not sep or not value.strip().isdigit() or not name.strip():
+                _fail(f"--label-names: {item!r}; expected VALUE=NAME pairs, e.g. 1=Bladder,2=Anorectum")
+            names[int(value)] = name.strip()
+    result = _guard(export_case, series, masks, out, generation=generation, series_uid=series_uid, overwrite=overwrite, label_names=names)
     for roi in result.rois:
         typer.echo(f"ROI {roi.number} {roi.name} ({roi.interpreted_type or 'no type'}): {roi.contours} contours on {roi.slices} slices, {roi.volume_cc:.1f} cc")
     for line in result.skipped:
@@ -556,11 +569,16 @@ def rtstruct_import(
     rtstruct: Path = typer.Option(..., "--rtstruct", help="The RT Structure Set file."),
     out: Path = typer.Option(..., "--out", help="New case folder, e.g. COHORT/<patient_id>."),
     series_uid: Optional[str] = typer.Option(None, "--series-uid", help="SeriesInstanceUID when the folder holds several series."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Import although some ROIs' contours lie outside the image (listed, not written; a warning)."),
 ) -> None:
-    """Rasterise every ROI onto the CT grid and write a cohort case (image + structures)."""
+    """Rasterise every ROI onto the CT grid and write a cohort case (image + structures).
+
+    An ROI whose contours cover no voxel of the CT (another series or frame of reference) is an
+    error naming it, unless --allow-empty.
+    """
     from cervicontour.export.rtstruct_import import import_rtstruct_case
 
-    case = _guard(import_rtstruct_case, series, rtstruct, out, series_uid=series_uid)
+    case = _guard(import_rtstruct_case, series, rtstruct, out, series_uid=series_uid, allow_empty=allow_empty)
     for name, roi in case.structures.items():
         typer.echo(f"{name} <- {roi!r}")
     for stem, roi in case.other.items():

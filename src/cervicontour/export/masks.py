@@ -50,6 +50,40 @@ def onto_grid(reference: Volume, mask: Volume, *, name: str = "mask") -> np.ndar
     return out
 
 
+def split_labels(masks: dict[str, Volume], label_names: dict[int, str] | None = None) -> dict[str, Volume]:
+    """One binary mask per label of every label map among ``masks``; binary masks pass unchanged.
+
+    A mask with two or more distinct non-zero values (e.g. 0..5) is a label map: value ``n``
+    becomes the mask named ``label_names[n]`` when given, else ``label_<n>``. A mask with one
+    non-zero value (0/1, 0/255) is one structure, as before.
+
+    Raises:
+        InputError: a label map with non-integer values, or two masks ending up with one name.
+
+    Example:
+        >>> import numpy as np
+        >>> labels = Volume(np.array([[[0, 1], [2, 2]]], np.uint8), (1, 1, 1))
+        >>> sorted(split_labels({"labels": labels}, {2: "Bladder"}))
+        ['Bladder', 'label_1']
+    """
+    out: dict[str, Volume] = {}
+    for given, mask in masks.items():
+        array = np.asarray(mask.array)
+        values = np.unique(array[array != 0])
+        if values.size < 2:
+            split = {given: mask}
+        elif not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise InputError(f"{given}: a mask with {values.size} different non-integer values ({values[:4].tolist()} ...); "
+                             "expected a binary mask or a label map of integers 0..N")
+        else:
+            split = {(label_names or {}).get(int(v)) or f"label_{int(v)}": mask.with_array((array == v).astype(np.uint8)) for v in values}
+        for name, part in split.items():
+            if name in out:
+                raise InputError(f"two masks are named {name!r} (one from {given!r}); keep one, or name the labels (--label-names 1=Bladder,...)")
+            out[name] = part
+    return out
+
+
 def collect_masks(folder: str | os.PathLike) -> dict[str, Path]:
     """Mask files to export from a case folder, a ``structures/`` folder or a predict output.
 

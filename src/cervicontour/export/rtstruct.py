@@ -32,7 +32,7 @@ import numpy as np
 
 from cervicontour.errors import InputError
 from cervicontour.export.contours import format_ds, trace_slice
-from cervicontour.export.masks import collect_masks, onto_grid
+from cervicontour.export.masks import collect_masks, onto_grid, split_labels
 from cervicontour.io.atomic import atomic_path
 from cervicontour.structures import STRUCTURES, Role, try_canonical_name
 from cervicontour.volume import Volume
@@ -118,6 +118,8 @@ def write_rtstruct(
     model: str = "",
     model_version: str = "",
     label: str = "cervicontour",
+    overwrite: bool = False,
+    label_names: Mapping[int, str] | None = None,
 ) -> ExportResult:
     """Write an RTSTRUCT for the CT series in ``series_dir`` holding one ROI per non-empty mask.
 
@@ -125,20 +127,25 @@ def write_rtstruct(
         series_dir: folder of the CT slice files the contours are drawn on (read, never changed).
         masks: ROI name → binary mask on the CT's voxel lattice (see :func:`~cervicontour.export.masks.onto_grid`). Known
             names are written as their vocabulary name (``rectum`` → ``Anorectum``), others as given.
-            Empty masks are skipped and listed in the result.
-        path: the ``.dcm`` file to write (atomically; parent folders created).
+            Empty masks are skipped and listed in the result. A label map (values 0..N) becomes one
+            ROI per label (see :func:`~cervicontour.export.masks.split_labels`).
+        path: the ``.dcm`` file to write (atomically; parent folders created); an existing file
+            is refused unless ``overwrite``.
         series_uid: which series when the folder holds several.
         generation: ROI Generation Algorithm: ``AUTOMATIC`` (a model's prediction),
             ``SEMIAUTOMATIC`` or ``MANUAL``.
         model, model_version: written into ROI Generation Description and Software Versions.
         label: Structure Set Label (≤ 16 characters).
+        label_names: label value → ROI name for label maps (default ``label_<n>``).
 
     Returns:
         :class:`ExportResult` with one :class:`RoiSummary` per ROI.
 
     Raises:
-        InputError: pydicom missing, no usable CT series, no Frame of Reference UID, a mask off the
-            CT grid, no non-empty mask, two masks with one name, or a bad ``generation``.
+        InputError: pydicom missing, no usable CT series, a series without the Study / Series /
+            SOP Instance UIDs or Frame of Reference UID a reference needs, a mask off the CT grid, no
+            non-empty mask, two masks with one name, an existing ``path`` without ``overwrite``,
+            or a bad ``generation``.
 
     Example:
         >>> write_rtstruct("p01/CT", {"Bladder": bladder}, "p01/RS.dcm")  # doctest: +SKIP
@@ -149,15 +156,16 @@ def write_rtstruct(
     generation = generation.upper()
     if generation not in GENERATION_ALGORITHMS:
         raise InputError(f"generation must be one of {', '.join(GENERATION_ALGORITHMS)}, got {generation!r}")
+    if Path(path).exists() and not overwrite:
+        raise InputError(f"{path}: exists; expected a new file — choose another --out, or pass --overwrite to replace it")
     ct = read_dicom_series(series_dir, series_uid=series_uid)
-    frame_uid = ct.metadata.get("FrameOfReferenceUID", "")
-    if not frame_uid:
-        raise InputError(f"{series_dir}: the CT series has no FrameOfReferenceUID; an RTSTRUCT must reference one — re-export the series")
+    _check_references(ct, series_dir)
+    frame_uid = ct.metadata["FrameOfReferenceUID"]
     reference = _reference_header(pydicom, Path(series_dir), ct.metadata["SeriesInstanceUID"])
 
     named: dict[str, np.ndarray] = {}
     skipped: list[str] = []
-    for given, mask in masks.items():
+    for given, mask in split_labels(dict(masks), dict(label_names or {})).items():
         name = try_canonical_name(given) or given
         if name in named:
             raise InputError(f"two masks are named {name!r} (one given as {given!r}); keep one")
@@ -179,6 +187,20 @@ def write_rtstruct(
     with atomic_path(path) as tmp:
         _save(pydicom, ds, tmp)
     return ExportResult(path, tuple(summaries), tuple(skipped))
+
+
+def _check_references(ct: Volume, series_dir) -> None:
+    """Refuse a series whose UIDs an RTSTRUCT cannot reference (emptied by an anonymiser, or repeated)."""
+    sops = ct.metadata.get("SOPInstanceUIDs", ())
+    lacking = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID") if not ct.metadata.get(k)]
+    if not all(sops):
+        lacking.append(f"SOPInstanceUID on {sum(not s for s in sops)} of {len(sops)} slices")
+    elif len(set(sops)) != len(sops):
+        lacking.append(f"distinct SOPInstanceUIDs ({len(sops) - len(set(sops))} repeated)")
+    if lacking:
+        raise InputError(f"{series_dir}: the CT series lacks {', '.join(lacking)}; an RTSTRUCT must reference them, or a planning "
+                         "system cannot link it (an anonymiser emptied them?) — write a consistent copy of the series with "
+                         "new UIDs (your anonymiser's 'replace UIDs' option, or `cervicontour export-dicom` once it exists) and export against it")
 
 
 def _reference_header(pydicom, folder: Path, series_uid: str):
@@ -320,6 +342,8 @@ def export_case(
     *,
     generation: str | None = None,
     series_uid: str | None = None,
+    overwrite: bool = False,
+    label_names: Mapping[int, str] | None = None,
 ) -> ExportResult:
     """Export a case folder's masks (see :func:`~cervicontour.export.masks.collect_masks`) as an RTSTRUCT for its CT series.
 
@@ -334,5 +358,5 @@ def export_case(
     info = read_prediction_json(masks_dir)
     generation = generation or ("AUTOMATIC" if info is not None else "MANUAL")
     masks = {name: read_nifti(file) for name, file in files.items()}
-    return write_rtstruct(series_dir, masks, path, series_uid=series_uid, generation=generation,
-                          model=field(info, "model"), model_version=field(info, "model version"))
+    return write_rtstruct(series_dir, masks, path, series_uid=series_uid, generation=generation, overwrite=overwrite,
+                          label_names=label_names, model=field(info, "model"), model_version=field(info, "model version"))

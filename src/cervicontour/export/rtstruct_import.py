@@ -4,7 +4,10 @@ Each ``CLOSED_PLANAR`` contour is mapped from world (LPS mm) to CT voxel indices
 :class:`~cervicontour.volume.Volume` geometry, assigned to the CT slice whose plane it lies on,
 and filled with the even-odd rule over all contours of that ROI on that slice (nested contours
 are holes, see :mod:`cervicontour.export.contours`). ``POINT`` ROIs (markers, isocentres) and
-open contours have no inside: they are listed, never rasterised, never an error.
+open contours have no inside: they are listed, never rasterised, never an error. An ROI whose
+closed contours all fall outside the image (another series, another frame of reference) is an
+error naming it, unless the caller allows empty ROIs (then it is listed, not written); a
+non-finite coordinate is always an error naming its ROI.
 """
 
 from __future__ import annotations
@@ -130,6 +133,9 @@ def _rasterise(number: int, name: str, contours, ct: Volume) -> ImportedRoi:
         if kind not in geometry:
             geometry.append(kind)
         data = np.asarray([float(v) for v in contour.get("ContourData", [])], float)
+        if not np.all(np.isfinite(data)):
+            raise InputError(f"ROI {name!r}: a contour holds non-finite coordinates ({int(np.count_nonzero(~np.isfinite(data)))} NaN or inf); "
+                             "the structure set is damaged — re-export it from the planning system")
         if data.size < 3 or data.size % 3:
             notes.append(f"a contour with {data.size} coordinates (not a multiple of 3) was skipped")
             continue
@@ -163,6 +169,9 @@ def _rasterise(number: int, name: str, contours, ct: Volume) -> ImportedRoi:
         mask = np.zeros(ct.shape, bool)
         for k, items in polygons.items():
             mask[:, :, k] = fill_slice(items, (ni, nj))
+    if (mask is None or not mask.any()) and "CLOSED_PLANAR" in geometry:
+        mask = None
+        notes.append("its closed contours cover no voxel of the CT (outside the image: another series or frame of reference?)")
     return ImportedRoi(number, name, try_canonical_name(name), tuple(geometry), mask, tuple(notes))
 
 
@@ -195,6 +204,7 @@ def import_rtstruct_case(
     out: str | os.PathLike,
     *,
     series_uid: str | None = None,
+    allow_empty: bool = False,
 ) -> CaseImport:
     """Make one cohort case from a CT series and its RTSTRUCT.
 
@@ -202,11 +212,17 @@ def import_rtstruct_case(
     ``structures/``, others in ``structures/sub/``), ROIs whose names the vocabulary does not
     know (or a second ROI for a name already taken) in ``structures/other/`` — which the cohort
     loader does not read, so they never reach training unnoticed — and ``import.json`` listing
-    the name mapping and every note. ROIs without an inside (points) are only listed.
+    the name mapping and every note. ROIs without an inside (points) are only listed. All or
+    nothing: the case is written to a staging folder and moved to ``out`` at the end.
+
+    Args:
+        allow_empty: list an ROI whose closed contours cover no voxel of the CT (a warning in
+            ``not_rasterised`` and the notes) instead of refusing the import.
 
     Raises:
         InputError: see :func:`read_rtstruct` and :func:`cervicontour.io.dicom.read_dicom_series`;
-            also when ``out`` already holds an ``image.nii.gz``.
+            an ROI whose contours lie outside the image (without ``allow_empty``), naming it; an
+            ``out`` that exists and is not empty.
     """
     import json
 
@@ -214,11 +230,19 @@ def import_rtstruct_case(
     from cervicontour.io import write_nifti
     from cervicontour.io.dicom import read_dicom_series
 
+    from cervicontour.io.atomic import staged_folder, write_text_atomic
+
     out = Path(out)
-    if (out / "image.nii.gz").exists():
-        raise InputError(f"{out}: already holds a case (image.nii.gz); expected a new folder — remove it or choose another")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "already holds a case (image.nii.gz)" if (out / "image.nii.gz").exists() else "exists and is not an empty folder"
+        raise InputError(f"{out}: {what}; expected a new folder — remove it or choose another")
     ct = read_dicom_series(series_dir, series_uid=series_uid)
     structure_set = read_rtstruct(rtstruct, ct)
+    empty = [roi for roi in structure_set.rois if roi.mask is None and "CLOSED_PLANAR" in roi.geometry]
+    if empty and not allow_empty:
+        raise InputError(f"{rtstruct}: ROI {', '.join(repr(r.name) for r in empty)}: the contours cover no voxel of the CT in {series_dir} "
+                         "(outside the image: drawn on another series or frame of reference?); import it with the CT series it was "
+                         "drawn on, or pass --allow-empty to import the other ROIs and list these")
     structures: dict[str, Volume] = {}
     mapping: dict[str, str] = {}
     other: dict[str, str] = {}
@@ -245,9 +269,6 @@ def import_rtstruct_case(
         other_masks[stem] = roi.mask
         other[stem] = roi.name
     image = ct.with_array(ct.array, source=str(series_dir))
-    write_case(out.parent, out.name, image, structures)
-    for stem, mask in other_masks.items():
-        write_nifti(ct.with_array(mask.astype(np.uint8)), out / "structures" / "other" / f"{stem}.nii.gz")
     record = {
         "series": str(series_dir),
         "rtstruct": str(rtstruct),
@@ -257,5 +278,9 @@ def import_rtstruct_case(
         "not_rasterised": not_rasterised,
         "notes": notes,
     }
-    (out / "import.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    with staged_folder(out.parent) as stage:
+        write_case(stage, out.name, image, structures)
+        for stem, mask in other_masks.items():
+            write_nifti(ct.with_array(mask.astype(np.uint8)), stage / out.name / "structures" / "other" / f"{stem}.nii.gz")
+        write_text_atomic(stage / out.name / "import.json", json.dumps(record, indent=2))
     return CaseImport(out, mapping, other, not_rasterised, tuple(notes))
