@@ -268,9 +268,9 @@ def build_corpus(root: Path) -> list[BadInput]:
         else:
             _write(path, data, gz=gz)
         # file-level damage: every command that reads the file refuses it; content damage: the CT gate (predict)
-        commands = ("predict", "info", "evaluate", "compose") if name in file_level else ("predict",)
+        commands = ("predict", "info", "preview", "report", "margin", "evaluate", "compose") if name in file_level else ("predict",)
         if name == "truncated_gzip":  # info reads headers only: a cut-off data stream shows when the data are read
-            commands = ("predict", "evaluate", "compose")
+            commands = tuple(c for c in commands if c != "info")
         corpus.append(BadInput(name, path, "nifti", commands))
     try:
         import pydicom  # noqa: F401

@@ -71,10 +71,19 @@ def _command(command: str, item: BadInput, work: Path, good: Path) -> tuple[list
     if command == "predict":
         src = copy_input(item, work / ("in" + ("" if item.path.is_dir() else "".join(item.path.suffixes))))
         return ["predict", str(src), "--out", str(out)], src, [out]
-    if command == "info":
-        cohort = work / "cohort"
+    if command in ("info", "preview", "clean"):
+        cohort = Path(shutil.copytree(good, work / "cohort"))
         copy_input(item, cohort / "P1" / "image.nii.gz")
-        return ["info", str(cohort)], cohort, []
+        extra = {"info": [], "preview": ["--out", str(out)], "clean": [str(out)]}[command]
+        return [command, str(cohort), *extra], cohort, [out]
+    if command == "report":
+        case = Path(shutil.copytree(good / "P1", work / "P1"))
+        copy_input(item, case / "image.nii.gz")
+        return ["report", str(case), "--out", str(out)], case, [out]
+    if command == "margin":
+        case = Path(shutil.copytree(good / "P1", work / "P1"))
+        copy_input(item, case / "structures" / "Bladder.nii.gz")
+        return ["margin", str(case), "--from", "Bladder", "--to", "PTV_B", "--mm", "5", "--who", "test"], case, []
     if command == "evaluate":
         pred = work / "pred"
         copy_input(item, pred / "P1" / "structures" / "Bladder.nii.gz")
@@ -97,7 +106,7 @@ def test_the_corpus_has_at_least_60_inputs(corpus):
     assert len({c.name for c in corpus}) == len(corpus)
 
 
-@pytest.mark.parametrize("command", ["predict", "info", "evaluate", "compose", "rtstruct-export", "rtstruct-import"])
+@pytest.mark.parametrize("command", ["predict", "info", "preview", "report", "margin", "evaluate", "compose", "rtstruct-export", "rtstruct-import"])
 def test_every_command_refuses_every_bad_input_cleanly(corpus, good, tmp_path, command):
     items = [c for c in corpus if command in c.commands]
     assert items
@@ -117,6 +126,26 @@ def test_every_command_refuses_every_bad_input_cleanly(corpus, good, tmp_path, c
         if problem:
             failures.append(f"{item.name}: {problem}")
     assert not failures, f"{len(failures)} of {len(items)} inputs not refused cleanly by {command}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("command", ["validate", "clean"])
+def test_validate_and_clean_report_unreadable_files_as_findings(corpus, good, tmp_path, command):
+    """validate and clean report (exit 1, a findings table, no traceback) instead of refusing; inputs unchanged."""
+    items = [c for c in corpus if "info" in c.commands]
+    failures = []
+    for n, item in enumerate(items):
+        work = tmp_path / f"{n:02d}"
+        args, cohort, _ = _command("clean" if command == "clean" else "info", item, work, good)
+        args[0] = command
+        before = _hashes(cohort)
+        result = runner.invoke(app, args)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            failures.append(f"{item.name}: {type(result.exception).__name__}: {result.exception}")
+        elif result.exit_code != 1 or "Traceback" in result.output or "error" not in result.output:
+            failures.append(f"{item.name}: exit {result.exit_code}: {result.output.strip()[-200:]}")
+        elif _hashes(cohort) != before:
+            failures.append(f"{item.name}: the input changed")
+    assert not failures, "\n".join(failures)
 
 
 def test_output_paths_that_are_files_are_refused(good, tmp_path):

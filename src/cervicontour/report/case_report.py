@@ -32,7 +32,7 @@ from cervicontour.export.provenance import (
     structure_uncertainty,
     uncertainty_flags,
 )
-from cervicontour.io.atomic import file_sha256, write_text_atomic
+from cervicontour.io.atomic import check_writable, file_sha256, write_text_atomic
 from cervicontour.structures import COMPOUND, PRIMARY, STRUCTURES, Role
 from cervicontour.volume import Volume
 
@@ -157,13 +157,14 @@ def write_case_report(
     if not paths:
         raise InputError(f"{case_dir}: no structure masks in structures/ or structures/sub/; nothing to report")
     out = Path(out_dir) if out_dir else case_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     rules = rules or default_rules()
     image = read_volume(source)
     masks = {n: read_nifti(p) for n, p in paths.items()}
     for name, mask in masks.items():
         if not image.same_grid(mask):
             raise InputError(f"{paths[name]}: not on the image grid ({'; '.join(image.grid_differences(mask))}); run `cervicontour clean`")
+    check_writable(out / "index.html")  # everything read and checked before the first file is written
+    out.mkdir(parents=True, exist_ok=True)
     case_id = case_dir.resolve().name
 
     # --- pictures
