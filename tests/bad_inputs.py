@@ -277,7 +277,10 @@ def build_corpus(root: Path) -> list[BadInput]:
     except ImportError:
         return corpus
     for name, folder in _dicom_items(root / "dicom"):
-        corpus.append(BadInput(name, folder, "dicom", ("rtstruct-export",) if name == "dicom_no_uids" else ("predict", "rtstruct-export")))
+        # an RTSTRUCT may be drawn on any image series (MR in brachytherapy): only damaged series are refused by export
+        content = name in ("dicom_mr_modality", "dicom_pt_modality_phi", "dicom_phi_and_mr", "dicom_constant_air", "dicom_few_slices")
+        commands = ("rtstruct-export",) if name == "dicom_no_uids" else ("predict",) if content else ("predict", "rtstruct-export")
+        corpus.append(BadInput(name, folder, "dicom", commands))
     series, items = _rtstruct_items(root / "rtstruct")
     for name, path in items:
         corpus.append(BadInput(name, path, "rtstruct", ("rtstruct-import",), series))

@@ -47,11 +47,21 @@ def good(tmp_path_factory) -> Path:
     write_nifti(ct.with_array(mask), root / "P1" / "structures" / "Bladder.nii.gz")
     for name in ("LN_Pelvic", "LN_CommonIliac"):
         write_nifti(ct.with_array(mask), root / "P1" / "structures" / "sub" / f"{name}.nii.gz")
+    try:  # masks on the grid of the corpus' DICOM series (same geometry), for rtstruct export
+        from bad_inputs import _series
+
+        from cervicontour.io.dicom import read_dicom_series
+
+        series = read_dicom_series(_series(root.parent / "series", (good_ct().astype(np.int32) + 1024).astype(np.uint16)))
+        write_nifti(series.with_array(mask), root.parent / "dicom_case" / "structures" / "Bladder.nii.gz")
+    except ImportError:
+        pass
     return root
 
 
-def _refused(args: list[str]) -> str | None:
-    """None when the command exits 2 with a message and no traceback; else what went wrong."""
+def _refused(args: list[str], names: tuple[str, ...] = ()) -> str | None:
+    """None when the command exits 2 with a message naming one of ``names`` (the input at fault)
+    and no traceback; else what went wrong."""
     result = runner.invoke(app, args)
     text = result.output
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -62,42 +72,46 @@ def _refused(args: list[str]) -> str | None:
         return f"no clear message: {text.strip()[-300:]}"
     if PHI_NAME.split("^")[0] in text or "SECRET" in text:
         return f"the message repeats PHI: {text.strip()[-300:]}"
+    if names and not any(n in text for n in names):
+        return f"the message names none of {names}: {text.strip()[-300:]}"
     return None
 
 
-def _command(command: str, item: BadInput, work: Path, good: Path) -> tuple[list[str], Path, list[Path]]:
-    """``(args, the copy of the input to keep unchanged, paths that must not appear)``."""
+def _command(command: str, item: BadInput, work: Path, good: Path) -> tuple[list[str], Path, list[Path], tuple[str, ...]]:
+    """``(args, the copy of the input to keep unchanged, paths that must not appear, names the message must mention one of)``."""
     out = work / "out"
     if command == "predict":
-        src = copy_input(item, work / ("in" + ("" if item.path.is_dir() else "".join(item.path.suffixes))))
-        return ["predict", str(src), "--out", str(out)], src, [out]
+        src = copy_input(item, work / ("input_ct" + ("" if item.path.is_dir() else "".join(item.path.suffixes))))
+        return ["predict", str(src), "--out", str(out)], src, [out], ("input_ct",)
     if command in ("info", "preview", "clean"):
         cohort = Path(shutil.copytree(good, work / "cohort"))
         copy_input(item, cohort / "P1" / "image.nii.gz")
         extra = {"info": [], "preview": ["--out", str(out)], "clean": [str(out)]}[command]
-        return [command, str(cohort), *extra], cohort, [out]
+        return [command, str(cohort), *extra], cohort, [out], ("P1/image.nii.gz",)
     if command == "report":
         case = Path(shutil.copytree(good / "P1", work / "P1"))
         copy_input(item, case / "image.nii.gz")
-        return ["report", str(case), "--out", str(out)], case, [out]
+        return ["report", str(case), "--out", str(out)], case, [out], ("image.nii.gz",)
     if command == "margin":
         case = Path(shutil.copytree(good / "P1", work / "P1"))
         copy_input(item, case / "structures" / "Bladder.nii.gz")
-        return ["margin", str(case), "--from", "Bladder", "--to", "PTV_B", "--mm", "5", "--who", "test"], case, []
+        return ["margin", str(case), "--from", "Bladder", "--to", "PTV_B", "--mm", "5", "--who", "test"], case, [], ("Bladder.nii.gz",)
     if command == "evaluate":
         pred = work / "pred"
         copy_input(item, pred / "P1" / "structures" / "Bladder.nii.gz")
-        return ["evaluate", "--pred", str(pred), "--ref", str(good), "--out", str(out / "m.csv")], pred, [out]
+        return ["evaluate", "--pred", str(pred), "--ref", str(good), "--out", str(out / "m.csv")], pred, [out], ("Bladder.nii.gz",)
     if command == "compose":
         case = Path(shutil.copytree(good / "P1", work / "P1"))
         copy_input(item, case / "structures" / "sub" / "LN_Pelvic.nii.gz")
-        return ["compose", str(case), "--ctvn", "LN_Pelvic,LN_CommonIliac", "--who", "test"], case, []
+        return ["compose", str(case), "--ctvn", "LN_Pelvic,LN_CommonIliac", "--who", "test"], case, [], ("LN_Pelvic.nii.gz",)
     if command == "rtstruct-export":
-        src = copy_input(item, work / "series")
-        return ["rtstruct", "export", "--series", str(src), "--masks", str(good / "P1"), "--out", str(out / "RS.dcm")], src, [out]
+        src = copy_input(item, work / "input_series")
+        masks = good.parent / "dicom_case"
+        return ["rtstruct", "export", "--series", str(src), "--masks", str(masks), "--out", str(out / "RS.dcm")], src, [out], ("input_series",)
     if command == "rtstruct-import":
-        src = copy_input(item, work / "RS.dcm")
-        return ["rtstruct", "import", "--series", str(item.series), "--rtstruct", str(src), "--out", str(out / "P1")], src, [out]
+        src = copy_input(item, work / "input_rs.dcm")
+        return (["rtstruct", "import", "--series", str(item.series), "--rtstruct", str(src), "--out", str(out / "P1")], src, [out],
+                ("input_rs.dcm", "ROI 'Bladder'"))
     raise AssertionError(command)
 
 
@@ -113,9 +127,9 @@ def test_every_command_refuses_every_bad_input_cleanly(corpus, good, tmp_path, c
     failures = []
     for n, item in enumerate(items):
         work = tmp_path / f"{n:02d}"
-        args, kept, absent = _command(command, item, work, good)
+        args, kept, absent, names = _command(command, item, work, good)
         before = _hashes(kept)
-        problem = _refused(args)
+        problem = _refused(args, names)
         if problem is None and _hashes(kept) != before:
             problem = "the input changed"
         if problem is None and any(p.exists() for p in absent):
@@ -135,7 +149,7 @@ def test_validate_and_clean_report_unreadable_files_as_findings(corpus, good, tm
     failures = []
     for n, item in enumerate(items):
         work = tmp_path / f"{n:02d}"
-        args, cohort, _ = _command("clean" if command == "clean" else "info", item, work, good)
+        args, cohort, _, _ = _command("clean" if command == "clean" else "info", item, work, good)
         args[0] = command
         before = _hashes(cohort)
         result = runner.invoke(app, args)
@@ -183,3 +197,23 @@ def test_a_huge_header_is_refused_fast_and_small(corpus):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 10 * 2**20 and seconds < 1.0, (peak, seconds)
+
+
+def test_the_good_inputs_pass_the_same_commands(corpus, good, tmp_path):
+    """Controls: the unbroken inputs the corpus items are made from go through (so a refusal above is the item's)."""
+    pytest.importorskip("pydicom")
+    series = good.parent / "series"
+    item = next(c for c in corpus if c.kind == "rtstruct")
+    rs = item.path.parent / "good.dcm"
+    case = Path(shutil.copytree(good / "P1", tmp_path / "P1"))
+    runs = {
+        "info": ["info", str(good)],
+        "evaluate": ["evaluate", "--pred", str(good), "--ref", str(good), "--out", str(tmp_path / "m.csv")],
+        "compose": ["compose", str(case), "--ctvn", "LN_Pelvic,LN_CommonIliac", "--who", "test"],
+        "margin": ["margin", str(case), "--from", "Bladder", "--to", "PTV_B", "--mm", "5", "--who", "test"],
+        "rtstruct-export": ["rtstruct", "export", "--series", str(series), "--masks", str(good.parent / "dicom_case"), "--out", str(tmp_path / "RS.dcm")],
+        "rtstruct-import": ["rtstruct", "import", "--series", str(item.series), "--rtstruct", str(rs), "--out", str(tmp_path / "imported" / "P1")],
+    }
+    for name, args in runs.items():
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (name, result.output[-500:])
