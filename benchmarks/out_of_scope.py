@@ -1,5 +1,6 @@
 """The out-of-scope flag measured: phantom patients (none may be flagged) and the real CT (male
-abdomen-pelvis: it must be predicted, exit 0, and flagged).
+abdomen-pelvis: it must be predicted, exit 0, and flagged), also cut to its upper abdomen (slices 50
+and up: lung bases to about L3, no pelvis in the field of view).
 
 Runs the real commands (`cervicontour synth`, `cervicontour predict`) and reads what each case's
 ``prediction.json`` records, with the quantities the check looks at (the model's CTVp / Parametrium /
@@ -42,6 +43,18 @@ def _rows(pred: Path, images: dict[str, Path]) -> list[dict]:
     return rows
 
 
+def _upper_abdomen(source: Path, path: Path, first_slice: int = 50) -> Path:
+    """The real CT from slice ``first_slice`` up (its axis 2 runs superior), same geometry otherwise."""
+    import numpy as np
+
+    from cervicontour.io import read_nifti, write_nifti
+    from cervicontour.volume import Volume
+
+    ct = read_nifti(source)
+    origin = tuple(ct.index_to_world(np.array([0, 0, first_slice])))
+    return write_nifti(Volume(np.ascontiguousarray(ct.array[:, :, first_slice:]), ct.spacing_mm, origin, ct.direction), path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=8)
@@ -55,8 +68,10 @@ def main() -> None:
         phantom = _rows(tmp / "phantom", {p.name: p / "image.nii.gz" for p in (tmp / "cohort").iterdir() if p.is_dir()})
         real = []
         if REAL.is_file():
+            upper = _upper_abdomen(REAL, tmp / "example_ct_upper.nii.gz")
             _cli("predict", str(REAL), "--out", str(tmp / "real"))
-            real = _rows(tmp / "real", {"example_ct": REAL})
+            _cli("predict", str(upper), "--out", str(tmp / "real"))
+            real = _rows(tmp / "real", {"example_ct": REAL, "example_ct_upper": upper})
     result = {"phantom_seed": args.seed, "phantom": phantom, "phantom_flagged": sum(bool(r["out_of_scope"]) for r in phantom), "real": real}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -92,3 +92,21 @@ def test_the_real_ct_is_predicted_and_flagged_out_of_scope(tmp_path):
     record = json.loads((tmp_path / "o" / "example_ct" / "prediction.json").read_text())
     assert any(r.startswith("no uterus-like CTVp") for r in record["out_of_scope"]), record["out_of_scope"]
     assert "outside what this model was made for" in result.output
+
+
+def test_the_real_ct_cut_to_the_upper_abdomen_is_flagged_without_a_pelvis(tmp_path):
+    """Slices 50 and up of the real CT (lung bases to about L3): predicted, and 'no pelvis in the field of view'."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+    from cervicontour.io import read_nifti, write_nifti
+
+    ct = read_nifti(real_data("totalsegmentator", "example_ct.nii.gz"))
+    assert ct.orientation == "RAS"  # axis 2 runs superior
+    upper = Volume(np.ascontiguousarray(ct.array[:, :, 50:]), ct.spacing_mm, tuple(ct.index_to_world(np.array([0, 0, 50]))), ct.direction)
+    path = write_nifti(upper, tmp_path / "upper.nii.gz")
+    result = CliRunner().invoke(app, ["predict", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "o" / "upper" / "prediction.json").read_text())
+    assert record["out_of_scope"] and record["out_of_scope"][0].startswith("no pelvis in the field of view"), record["out_of_scope"]

@@ -211,3 +211,20 @@ def test_wrong_shape_bodies_are_4xx_with_a_message(out, client, path, body):
 def test_a_body_that_is_not_json_is_4xx(client):
     response = client.post("/api/cases/P1/decisions", content=b"{oops", headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500 and response.json()["detail"]
+
+
+def test_decide_from_the_terminal(out):
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["decide", str(out / "P1"), f"{BLADDER}=accept", "--who", "Dr B", "--comment", "fine"])
+    assert ok.exit_code == 0, ok.output
+    (entry,) = read_log(out / "P1")
+    assert entry["reviewer"] == "Dr B" and entry["structures"][BLADDER]["decision"] == "accept" and entry["structures"][BLADDER]["comment"] == "fine"
+    for args, message in (([BLADDER], "expected MASK=DECISION"), ([f"{BLADDER}=maybe"], "accept, reject, needs-edit"),
+                          (["structures/Nope.nii.gz=accept"], "not a mask of P1")):
+        result = runner.invoke(app, ["decide", str(out / "P1"), *args, "--who", "x"])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert len(read_log(out / "P1")) == 1

@@ -14,7 +14,8 @@ so :func:`out_of_scope` says, per case and in words, when the input is outside t
 Measured (``benchmarks/out_of_scope.py``): on 8 phantom patients the model's CTVp was 37-172 cc
 at uncertainty 0.06-0.14 and its Parametrium 120-225 cc, bilateral pelvic bone 173-214 mm; on the
 real (male) abdomen-pelvis CT, CTVp 33 cc at uncertainty 0.43, Parametrium 13 cc, pelvic bone
-135 mm. The thresholds sit between the two with room on both sides.
+135 mm; that CT cut to its upper abdomen, 0 mm of pelvic bone. The thresholds sit between the
+two with room on both sides.
 
 An empty list means none of these was seen; it is not a promise that the drafts are right.
 """
