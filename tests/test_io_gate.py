@@ -110,3 +110,18 @@ def test_the_real_ct_cut_to_the_upper_abdomen_is_flagged_without_a_pelvis(tmp_pa
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "o" / "upper" / "prediction.json").read_text())
     assert record["out_of_scope"] and record["out_of_scope"][0].startswith("no pelvis in the field of view"), record["out_of_scope"]
+
+
+def test_validate_reports_what_the_gate_would_refuse(tmp_path):
+    """validate (findings, not refusal): an all-air image (image.body) and a 3-slice one (image.slices)."""
+    from cervicontour.cohort import write_case
+    from cervicontour.validate import validate_cohort
+
+    air = np.full((40, 40, 12), -1000, np.int16)
+    air[::7, ::5, :] = -980  # noise, not a constant: image.hu stays quiet
+    write_case(tmp_path / "c", "P1", _ct(air), {})
+    write_case(tmp_path / "c", "P2", _ct(_body()[:, :, :3]), {})
+    write_case(tmp_path / "c", "P3", _ct(_body()), {})
+    found = {(f.patient_id, f.check) for f in validate_cohort(tmp_path / "c").findings if f.check.startswith("image.")}
+    assert ("P1", "image.body") in found and ("P2", "image.slices") in found
+    assert not any(pid == "P3" for pid, _ in found)

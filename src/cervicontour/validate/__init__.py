@@ -17,6 +17,8 @@ Check ids (severity when not explained by a note):
 ``header.scaling``     warning   a mask with scl_slope/scl_inter (error: non-finite scaling)
 ``image.missing``      error     a labelled patient without a CT
 ``image.hu``           warning   no air near -1000 HU, or implausibly dense (error: NaN, constant)
+``image.slices``       error     fewer than 8 voxels along an axis (``predict`` refuses it)
+``image.body``         error     no body: under 0.5 % of voxels above -500 HU (``predict`` refuses it)
 ``grid.mismatch``      error     mask not on its image's grid (the hint says if clean can fix it)
 ``mask.binary``        error     values other than 0/1 (the hint gives the binarising rule, if safe)
 ``mask.dtype``         info      binary but stored as another type

@@ -24,7 +24,7 @@ from cervicontour.validate.fastread import read_for_validation
 from cervicontour.validate.grid import mask_on_image_grid
 from cervicontour.validate.header import NiftiHeader, read_header
 from cervicontour.validate.header_checks import check_header, unusable
-from cervicontour.validate.image import check_hu, image_features
+from cervicontour.validate.image import check_gate, check_hu, image_features
 from cervicontour.validate.mask_values import binarise, mask_values
 from cervicontour.validate.options import ValidateOptions
 from cervicontour.validate.stream import scan_mask, streamable
@@ -64,6 +64,7 @@ def inspect_case(case: Case, *, root: Path, rules: Rules, options: ValidateOptio
     image = _load_image(case, rel, findings)
     if image is not None:
         findings += check_hu(image, patient_id=pid, file=rel(case.image_path), options=options)
+        findings += check_gate(image, patient_id=pid, file=rel(case.image_path))
         features.image = image_features(image)
     if case.is_holdout:
         return CaseReport(pid, findings, features)

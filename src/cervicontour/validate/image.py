@@ -45,6 +45,15 @@ def check_hu(image: Volume, *, patient_id: str | None, file: str | None, options
     return out
 
 
+def check_gate(image: Volume, *, patient_id: str | None, file: str | None) -> list[Finding]:
+    """``image.slices`` and ``image.body``: what the input gate (:mod:`cervicontour.io.gate`) would
+    refuse at ``predict`` and :func:`check_hu` does not already say (too few slices; no body)."""
+    from cervicontour.io.gate import ct_problems
+
+    return [Finding(f"image.{p.check}", patient_id, None, Severity.ERROR, p.expected, p.actual, p.hint, file=file)
+            for p in ct_problems(image) if p.check in ("slices", "body")]
+
+
 def slice_axis(image: Volume) -> int:
     """The array axis closest to the patient's superior-inferior direction."""
     return int(np.argmax(np.abs(image.direction[2, :])))
