@@ -208,6 +208,7 @@ def _dicom_items(root: Path) -> list[tuple[str, Path]]:
     add("dicom_pixel_spacing_zero", edit(_series(root / "dicom_pixel_spacing_zero", stored), PixelSpacing=["0", "0"]))
     add("dicom_no_orientation", edit(_series(root / "dicom_no_orientation", stored), ImageOrientationPatient=None))
     add("dicom_phi_and_mr", edit(_series(root / "dicom_phi_and_mr", stored), Modality="MR", PatientName=PHI_NAME, PatientID="MRN-0042-SECRET"))
+    add("dicom_huge_rows", edit(_series(root / "dicom_huge_rows", stored), Rows=65535, Columns=65535))  # damaged headers
     add("dicom_no_uids", edit(_series(root / "dicom_no_uids", stored), StudyInstanceUID="", SOPInstanceUID=""))  # an anonymiser's work
     return items
 

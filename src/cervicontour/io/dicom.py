@@ -251,6 +251,7 @@ def _build_volume(folder: Path, slices: list[_Slice]) -> Volume:
     positions, along = positions[order], along[order]
     slice_mm = _slice_spacing(folder, slices, positions, along, row, col, pixel)
 
+    _check_size(folder, slices, int(rows), int(cols))
     array = _hounsfield(folder, slices, int(rows), int(cols))
     first = slices[0].dataset
     metadata = {
@@ -326,6 +327,24 @@ def _slice_spacing(folder: Path, slices: list[_Slice], positions: np.ndarray, al
 
 
 # ------------------------------------------------------------------------------ pixels
+def _check_size(folder: Path, slices: list[_Slice], rows: int, cols: int) -> None:
+    """Refuse, before the volume is allocated, Rows × Columns no slice file can hold.
+
+    The files' total size times 1032 (deflate's best ratio; RLE and JPEG do worse on CT) bounds
+    the pixel bytes they can decode to: a damaged header declaring 65535 × 65535 pixels is refused
+    here instead of allocating gigabytes.
+    """
+    from cervicontour.io.gate import MAX_DEFLATE_RATIO
+
+    if rows < 1 or cols < 1:
+        raise InputError(f"{folder}: Rows × Columns is {rows} × {cols}; expected positive image sizes — re-export the series")
+    needed = rows * cols * 2 * len(slices)
+    room = sum(s.path.stat().st_size for s in slices) * MAX_DEFLATE_RATIO
+    if needed > room:
+        raise InputError(f"{folder}: the headers declare {len(slices)} slices of {rows} × {cols} pixels ({needed} bytes), more than "
+                         f"the files can hold ({room} bytes at most); the headers are damaged — re-export the series")
+
+
 def _hounsfield(folder: Path, slices: list[_Slice], rows: int, cols: int) -> np.ndarray:
     """Stack slices as ``[i, j, k]`` and apply each slice's slope/intercept."""
     scales = [(_number(s, "RescaleSlope", 1.0), _number(s, "RescaleIntercept", 0.0)) for s in slices]
