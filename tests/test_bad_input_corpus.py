@@ -217,3 +217,17 @@ def test_the_good_inputs_pass_the_same_commands(corpus, good, tmp_path):
     for name, args in runs.items():
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (name, result.output[-500:])
+
+
+def test_force_predicts_a_ct_labelled_otherwise_and_flags_it(corpus, tmp_path):
+    """--force: the MR-labelled series (CT numbers inside) is predicted, exit 0, and flagged out of scope."""
+    pytest.importorskip("torch")
+    import json
+
+    (item,) = [c for c in corpus if c.name == "dicom_mr_modality"]
+    out = tmp_path / "o"
+    assert _refused(["predict", str(item.path), "--out", str(out)], ("dicom_mr_modality",)) is None
+    result = runner.invoke(app, ["predict", str(item.path), "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output[-800:]
+    record = json.loads((out / "dicom_mr_modality" / "prediction.json").read_text())
+    assert record["out_of_scope"][0].startswith("input gate overridden with --force: expected a CT series (DICOM Modality CT), got Modality MR")
