@@ -136,6 +136,7 @@ def _nifti_items(root: Path) -> list[tuple[str, bytes | None, bool]]:
     add("nan_slice", _nifti_bytes(nan_slice))
     add("huge_dims_4d_gz", _patched(np.zeros((1, 1, 1), np.int16), _DIM, "5h", 4, 5000, 5000, 5000, 5000)[:352])
     add("vox_offset_past_end", _patched(ct, _VOX_OFFSET, "f", 1e9), False)
+    add("vox_offset_nan", _patched(ct, _VOX_OFFSET, "f", float("nan")))
     add("constant_bright", _nifti_bytes(np.full(ct.shape, 3000, np.int16)))
     return items
 
@@ -259,7 +260,7 @@ def build_corpus(root: Path) -> list[BadInput]:
     file_level = {"empty_file", "empty_file_uncompressed", "truncated_gzip", "truncated_nii", "header_only_nii", "huge_dims_gz",
                   "huge_dims_nii", "negative_dim", "dim0_zero", "dim0_nine", "image_2d", "image_4d", "image_5d", "garbage_bytes",
                   "gzip_of_garbage", "text_file", "wrong_magic", "rgb_datatype", "complex_datatype", "spacing_zero", "spacing_zero_slice",
-                  "spacing_nan", "spacing_inf", "nan_origin", "huge_dims_4d_gz", "vox_offset_past_end"}
+                  "spacing_nan", "spacing_inf", "nan_origin", "huge_dims_4d_gz", "vox_offset_past_end", "vox_offset_nan"}
     for name, data, gz in _nifti_items(root):
         suffix = ".nii.gz" if gz or name in ("truncated_gzip",) else ".nii"
         path = root / "nifti" / f"{name}{suffix}"

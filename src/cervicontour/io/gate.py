@@ -89,7 +89,7 @@ def _layout(raw: bytes):
         size = struct.unpack(f"{order}i", raw[:4])[0]
         if size == 348:
             return (order, struct.unpack(f"{order}8h", raw[40:56]), struct.unpack(f"{order}h", raw[70:72])[0], struct.unpack(f"{order}h", raw[72:74])[0],
-                    int(struct.unpack(f"{order}f", raw[108:112])[0]), struct.unpack(f"{order}8f", raw[76:108]), raw[344:348] == b"n+1\x00")  # fmt: skip
+                    struct.unpack(f"{order}f", raw[108:112])[0], struct.unpack(f"{order}8f", raw[76:108]), raw[344:348] == b"n+1\x00")  # fmt: skip
         if size == 540 and len(raw) >= 540:
             return (order, struct.unpack(f"{order}8q", raw[16:80]), struct.unpack(f"{order}h", raw[12:14])[0], struct.unpack(f"{order}h", raw[14:16])[0],
                     struct.unpack(f"{order}q", raw[168:176])[0], struct.unpack(f"{order}8d", raw[104:168]), raw[4:8] == b"n+2\x00")  # fmt: skip
@@ -126,6 +126,10 @@ def check_nifti_layout(path: str | os.PathLike) -> NiftiLayout | None:
     if not magic_ok:
         raise InputError(f"{path}: the header's magic is not that of a single-file NIfTI (n+1 / n+2); expected a .nii or .nii.gz image "
                          "(an Analyze 7.5 or .hdr/.img pair, or a damaged header?) — convert or re-export it as NIfTI")
+    if not (math.isfinite(vox_offset) and 0 <= vox_offset < 2**62):
+        raise InputError(f"{path}: the header declares the voxels at byte {vox_offset}; expected a finite, non-negative offset — "
+                         "the header is damaged: re-export the image")
+    vox_offset = int(vox_offset)
     ndim = dims[0]
     sizes = tuple(int(d) for d in dims[1 : 1 + ndim]) if 1 <= ndim <= 7 else ()
     if not sizes or min(sizes) < 1:
