@@ -85,7 +85,8 @@ def main() -> None:
         build_merlin_segmenter,
         parameter_counts,
     )
-    from cervicontour.model.train import _init_head, _loss, validate
+    from cervicontour.model.train import _loss, validate
+    from cervicontour.model.transfer import init_new_head_rows
     from cervicontour.preprocess import make_plan
 
     parser = argparse.ArgumentParser()
@@ -121,7 +122,7 @@ def main() -> None:
     print(report.summary(), counts, f"load {load_seconds:.2f} s", flush=True)
     encoder_before = {k: v.clone() for k, v in network.encoder.state_dict().items()}
 
-    _init_head(network, 0.05)
+    init_new_head_rows(network, None, 0.05)
     loss_fn = _loss()
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=args.lr, weight_decay=3e-5)
     network.train()

@@ -450,6 +450,43 @@ def refine(
 
 
 @app.command()
+def fit(
+    cohort: Path = typer.Argument(..., help="Labelled cohort (the five compound masks per patient are enough; hold-out patients are left out)."),
+    out: Path = typer.Option(..., "--out", help="Model folder (new): model.pt, card.md, card.json, fit.json, work/."),
+    init: str = typer.Option("default", "--init", help="default | RUN | model.pt | nnunet:DIR | none (from scratch)."),
+    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Wall time for the whole fit (default 45 on the CPU)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Validation: fold 0 of this many held out (default 5)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="fit.toml (flat keys of cervicontour.training.FitConfig)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fit in OUT (its recorded settings are used)."),
+) -> None:
+    """Fit a model to this hospital's cohort by transfer: gate, plan, targets, fine-tune, refine, select, export."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from cervicontour.training import fit as run_fit, load_fit_config
+
+    cfg = _guard(load_fit_config, config, budget_minutes=budget_minutes, device=device, folds=folds)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def show(stage, done, total, text):
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=max(total, 1), status="")
+            progress.update(tasks[stage], completed=done, total=max(total, 1), status=text)
+
+        result = _guard(run_fit, cohort, out, init=init, config=cfg, resume=resume, on_event=show)
+    final = result.record.stages["export"]["validation"]
+    zero = result.record.stages["zeroshot"]
+    for name, value in final["dice"].items():
+        z = zero.get("dice", {}).get(name) if zero.get("applicable") else None
+        typer.echo(f"{name:12s} validation Dice {value:.3f}" + (f"  (zero-shot {z:.3f})" if z is not None else ""))
+    minutes = sum(s.get("seconds", 0.0) for s in result.record.stages.values()) / 60
+    typer.echo(f"model: {result.model_path}  card: {result.model_dir / 'card.md'}  record: {result.model_dir / 'fit.json'}  ({minutes:.1f} min)")
+
+
+@app.command()
 def predict(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A NIfTI CT, a DICOM series folder, or a cohort folder."),
     out: Path = typer.Option(..., "--out", help="Output folder: OUT/<patient_id>/structures/<Name>.nii.gz + prediction.json."),

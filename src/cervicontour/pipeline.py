@@ -95,7 +95,7 @@ def predict_case(
     names, working, composed, values, box = _stage1(image, model, tta=tta, device=device, nodal_groups=nodal_groups, clock=clock)
     box_grid = _box_volume(image, box)
     # 3b. second stage (when the model has one): refine one structure near the input's resolution
-    refiner = model.refiner
+    refiner = active_refiner(model)
     if refiner is not None and values.size:
         from cervicontour.model.refine import refine
 
@@ -161,6 +161,8 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     # 2. model: per-structure sigmoid probabilities on the working grid
     pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
     working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
+    if model.fallback is not None:  # structures the fit's selection kept from its zero-shot init
+        working = _with_fallback(image, model, working, tta=tta, device=device)
     names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
     clock.lap("model")
     # 3. back onto the input grid (the box around everything the model found: a refiner works inside
@@ -168,6 +170,37 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     values, box = prepared.back_to_input(working)
     clock.lap("resample_back")
     return names, working, composed, values, box
+
+
+def _with_fallback(image: Volume, model, working: np.ndarray, *, tta: bool, device: str) -> np.ndarray:
+    """Replace the channels of ``model.fallback_structures`` (a compound: all its parts) by the
+    fallback model's, predicted on the same working grid (its own normalisation)."""
+    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.preprocess import prepare_image
+
+    fallback = model.fallback
+    prepared = prepare_image(image, fallback.plan)
+    pad_value = float(fallback.plan.normalization.apply(np.array([-1024.0]))[0])
+    theirs = predict_probabilities(fallback.network, prepared.image, fallback.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
+    if theirs.shape[1:] != working.shape[1:]:
+        raise InputError(f"the fallback model's working grid {theirs.shape[1:]} differs from the model's {working.shape[1:]}")
+    names, fallback_names = list(model.plan.structures), list(fallback.plan.structures)
+    working = working.copy()
+    for structure in model.fallback_structures:
+        for name in (structure, *COMPOUND.get(structure, ())):
+            if name in names and name in fallback_names:
+                working[names.index(name)] = theirs[fallback_names.index(name)]
+    return working
+
+
+def active_refiner(model):
+    """The refiner ``predict`` applies: the fallback's when its structure is one the fallback predicts."""
+    fallback = model.fallback
+    if fallback is not None and fallback.refiner is not None and fallback.refiner.structure in model.fallback_structures:
+        return fallback.refiner
+    if model.refiner is not None and model.refiner.structure in model.fallback_structures:
+        return None  # the fallback predicts that structure, without a second stage
+    return model.refiner
 
 
 def _refiner_inputs(image: Volume, box, names, values: np.ndarray, refiner) -> tuple[Volume, dict[str, np.ndarray]]:
@@ -357,7 +390,8 @@ def predict(
                 "patient_id": case.patient_id,
                 "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
                 "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),
-                          "refined": [loaded.refiner.structure] if loaded.refiner is not None else []},
+                          "refined": [r.structure for r in [active_refiner(loaded)] if r is not None],
+                          "fallback": {"structures": list(loaded.fallback_structures), "name": loaded.fallback.name, "version": loaded.fallback.version} if loaded.fallback is not None else None},
                 "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
                 "structures": result.structures,
                 "composed": result.composed,
@@ -375,7 +409,7 @@ def predict(
     return written
 
 
-def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", progress=None) -> list:
+def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", progress=None, device: str = "cpu") -> list:
     """Run ``model`` (stage 1) on labelled ``cases`` and turn each into a training case for
     ``refiner`` (:func:`cervicontour.model.refine.refine_case`): exactly the inputs ``predict``
     gives the refiner, with the reference mask of ``refiner.structure`` as the label.
@@ -384,16 +418,22 @@ def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", pr
         model: the stage-1 model (its own refiner, if any, is not used).
         cases: :class:`cervicontour.cohort.Case` objects with the refined structure.
         nodal_groups: ``"reference"`` composes each case's CTVn from its reference's nodal
-            groups (as the evaluation does), or a fixed list, or None for the default.
+            groups (as the evaluation does), ``"notes"`` from the groups the case's note records
+            (:func:`cervicontour.validate.notes.nodal_groups_for`: a cohort with compound masks
+            only), or a fixed list, or None for the default.
         progress: called with each case's patient id.
     """
     from cervicontour.model.refine import refine_case
+    from cervicontour.validate.notes import nodal_groups_for
 
     out = []
     for case in cases:
-        groups = reference_nodal_groups(case.patient_id, case.structure_names) if nodal_groups == "reference" else nodal_groups
+        if nodal_groups == "reference":
+            groups = reference_nodal_groups(case.patient_id, case.structure_names)
+        else:
+            groups = nodal_groups_for(case.note) if nodal_groups == "notes" else nodal_groups
         image = case.load_image()
-        names, _, _, values, box = _stage1(image, model, tta=False, device="cpu", nodal_groups=groups)
+        names, _, _, values, box = _stage1(image, model, tta=False, device=device, nodal_groups=groups)
         if not values.size:
             continue
         ct_box, coarse = _refiner_inputs(image, box, names, values, refiner)

@@ -31,6 +31,10 @@ class Model:
         path: where it was read from.
         refiner: an optional second stage for one structure
             (:class:`cervicontour.model.refine.Refiner`), applied by ``predict``.
+        fallback: an optional second :class:`Model` (e.g. the zero-shot init of a ``fit``) that
+            predicts ``fallback_structures`` instead of this one, because it scored better on the
+            fit's validation patients; it shares this model's working grid (same spacing and crop).
+            A compound there (``CTVn``) means all its parts, and the fallback's refiner for it.
     """
 
     network: object
@@ -42,17 +46,38 @@ class Model:
     meta: dict = field(default_factory=dict)
     path: Path | None = None
     refiner: object | None = None
+    fallback: "Model | None" = None
+    fallback_structures: tuple[str, ...] = ()
 
     @property
     def structures(self) -> tuple[str, ...]:
         return self.plan.structures
 
 
-def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> Path:
+def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None,
+               fallback: "Model | None" = None, fallback_structures=()) -> Path:
     """Write ``model.pt`` atomically. ``half=True`` stores float16 weights (half the size).
-    ``refiner``: a trained :class:`cervicontour.model.refine.Refiner` to ship inside the same file."""
+    ``refiner``: a trained :class:`cervicontour.model.refine.Refiner` to ship inside the same file.
+    ``fallback``/``fallback_structures``: see :class:`Model` (stored inside the same file)."""
     import torch
 
+    payload = model_payload(network, plan, arch, name=name, version=version, config_sha256=config_sha256, meta=meta, half=half, refiner=refiner)
+    if fallback is not None and fallback_structures:
+        payload["fallback"] = {
+            "structures": list(fallback_structures),
+            "model": model_payload(fallback.network, fallback.plan, fallback.arch, name=fallback.name, version=fallback.version,
+                                   config_sha256=fallback.config_sha256, meta=fallback.meta, half=half, refiner=fallback.refiner),
+        }  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def model_payload(network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> dict:
+    """What ``model.pt`` holds for one network (see :func:`save_model`)."""
     state = storable_state(network, half=half)
     payload = {
         "format": FORMAT,
@@ -66,12 +91,7 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
     }
     if refiner is not None:
         payload["refiner"] = refiner.to_payload(half=half)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return payload
 
 
 def storable_state(network, *, half: bool = False) -> dict:
@@ -115,11 +135,22 @@ def read_payload(path: Path) -> dict:
 
 
 def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") -> Model:
-    """Open a model for inference (float32, eval mode, on ``device``)."""
-    from cervicontour.model.network import build_network, load_state
-
+    """Open a model for inference (float32, eval mode, on ``device``), with its refiner and fallback."""
     path = resolve_model_path(source)
     payload = read_payload(path)
+    model = _from_payload(payload, path, device)
+    if payload.get("fallback"):
+        model.fallback = _from_payload(payload["fallback"]["model"], path, device)
+        model.fallback_structures = tuple(payload["fallback"]["structures"])
+        grid = lambda plan: (tuple(plan.spacing_mm), plan.body_threshold_hu, plan.margin_mm)  # noqa: E731 - what fixes the working grid
+        if grid(model.fallback.plan) != grid(model.plan):
+            raise InputError(f"{path}: its fallback model's working grid (spacing, body crop) {grid(model.fallback.plan)} differs from the model's {grid(model.plan)}; they must share one")
+    return model
+
+
+def _from_payload(payload: dict, path: Path, device: str) -> Model:
+    from cervicontour.model.network import build_network, load_state
+
     plan = Plan.from_dict(payload["plan"])
     # model.pt holds every weight: a pretrained encoder (Merlin) is not built, nor read from its package, again
     network = build_network(payload["arch"], 1, len(plan.structures), empty_encoder=True)

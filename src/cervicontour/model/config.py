@@ -76,6 +76,9 @@ class TrainConfig:
             varies); ``"steps"`` on CPU is.
         device: ``cpu`` or ``cuda``; ``amp``: mixed precision on CUDA (ignored on CPU).
         threads: CPU threads (``None``: torch default).
+        unlabelled_ok: channels allowed to have no label in any training patient (left out of
+            the loss: their head rows stay as transferred). Anything else without a label is
+            refused, since it would train on nothing.
     """
 
     structures: tuple[str, ...] = PRIMARY
@@ -104,9 +107,11 @@ class TrainConfig:
     amp: bool = True
     threads: int | None = None
     augmentation: Augmentation = field(default_factory=Augmentation)
+    unlabelled_ok: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "structures", tuple(canonical_name(n) for n in self.structures))
+        object.__setattr__(self, "unlabelled_ok", tuple(canonical_name(n) for n in self.unlabelled_ok))
         if self.strategy not in STRATEGIES:
             raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0 <= self.fold < max(self.folds, 1):
@@ -129,6 +134,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["structures"] = list(self.structures)
+        d["unlabelled_ok"] = list(self.unlabelled_ok)
+        if not d["unlabelled_ok"]:
+            del d["unlabelled_ok"]  # configs without it keep their hash
         return d
 
     def sha256(self) -> str:

@@ -26,6 +26,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -309,9 +310,16 @@ def train_refiner(
     validate_every: int = 100,
     device: str = "cpu",
     progress: Callable[[int, float, float, float | None], None] | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 50,
 ) -> dict:
     """Fit the refiner: AdamW, poly learning-rate decay over ``steps`` or over ``minutes`` of
     training time, soft Dice + BCE (the main model's loss), random patches with left-right mirroring.
+
+    ``checkpoint``: a file written (atomically) every ``checkpoint_every`` steps with the weights,
+    the optimiser, the step, the patch generator's state and the curve; when it exists at the
+    start the run continues from it, so with ``steps`` a run killed and restarted ends with the
+    same weights as an uninterrupted one (on the CPU).
 
     Returns:
         a record: steps, seconds, validation Dice before/after, and the curve.
@@ -329,8 +337,16 @@ def train_refiner(
     net = refiner.network.to(device).train()
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     loss_fn = _loss()
-    start_dice = dice_on_grid(refiner, val_cases, device=device) if val_cases else None
-    curve, step, t0 = [], 0, time.perf_counter()
+    curve, step, before = [], 0, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        net.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        curve, step, before, start_dice = state["curve"], int(state["step"]), float(state["seconds"]), state["start_dice"]
+    else:
+        start_dice = dice_on_grid(refiner, val_cases, device=device) if val_cases else None
+    t0 = time.perf_counter() - before
     budget = None if minutes is None else 60.0 * minutes
     while True:
         elapsed = time.perf_counter() - t0
@@ -352,6 +368,8 @@ def train_refiner(
         if val_cases and step % validate_every == 0:
             val = dice_on_grid(refiner, val_cases, device=device)
             curve.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), "loss": round(float(loss.detach()), 5), "val_dice": round(val, 4)})
+        if checkpoint is not None and step % checkpoint_every == 0:
+            _save_refiner_checkpoint(Path(checkpoint), net, optimizer, rng, step, time.perf_counter() - t0, curve, start_dice)
         if progress is not None:
             progress(step, time.perf_counter() - t0, float(loss.detach()), val)
     net.eval()
@@ -361,6 +379,17 @@ def train_refiner(
         "train_patients": [c.patient_id for c in train_cases], "val_patients": [c.patient_id for c in val_cases],
         "val_dice_refine_grid": {"coarse": start_dice, "refined": end_dice}, "curve": curve,
     }  # fmt: skip
+
+
+def _save_refiner_checkpoint(path: Path, net, optimizer, rng, step: int, seconds: float, curve: list, start_dice) -> None:
+    import torch
+
+    from cervicontour.io.atomic import atomic_path
+
+    payload = {"network": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+               "step": step, "seconds": seconds, "curve": curve, "start_dice": start_dice}  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 __all__ = ["RefineCase", "RefineInputs", "Refiner", "build_inputs", "new_refiner", "refine", "refine_case", "refine_spacing", "train_refiner"]

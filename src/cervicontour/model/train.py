@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cervicontour import __version__ as MODEL_VERSION  # a trained model is stamped with the package version: one version number
 from cervicontour.errors import InputError
 from cervicontour.model.config import TrainConfig, to_toml
 from cervicontour.model.run_files import LogWriter, plot_curves, write_json
 from cervicontour.preprocess import Plan, load_plan, make_plan, save_plan
 
-MODEL_VERSION = "0.1.0"
 
 
 @dataclass
@@ -91,6 +91,7 @@ def train(
     init: str | os.PathLike | None = None,
     resume: bool = False,
     on_progress=None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train (or fine-tune, or resume) a per-structure sigmoid U-Net on a labelled cohort.
 
@@ -106,6 +107,8 @@ def train(
         resume: continue from ``out/checkpoint_last.pt`` (config, plan and architecture are read
             from the run; the init source is not read again: the checkpoint holds every weight).
         on_progress: called ``(step, total, loss, val_dice_or_None)`` after each step.
+        cache_dir: where the working-grid cases are cached (default ``out/cache``; runs of one
+            ``fit`` share one).
 
     Returns:
         :class:`TrainResult`.
@@ -156,6 +159,15 @@ def train(
     structures = config.structures
     cases = _labelled_cases(cohort, structures)
     train_cases, val_cases = split_cases(cases, fold=config.fold, folds=config.folds, seed=config.seed)
+    from cervicontour.structures import ABSENT_MEANS_EMPTY
+
+    unlabelled = [n for n in structures if n not in ABSENT_MEANS_EMPTY and n not in config.unlabelled_ok and not any(c.has(n) for c in train_cases)]
+    if unlabelled:
+        raise InputError(
+            f"{', '.join(unlabelled)}: no training patient has this contour, so its channel would train on nothing "
+            f"(the loss leaves it out, or learns 'empty'); drop it from --structures, or run `cervicontour fit`, "
+            "which derives the nodal groups from the compound CTVn and holds other source channels to the source's predictions"
+        )
     source = transfer.open_source(init) if init and not resume else None
 
     # ---- plan and architecture
@@ -190,7 +202,7 @@ def train(
         (run_dir / "config.toml").write_text(to_toml(config))
 
     # ---- data
-    cache = run_dir / "cache"
+    cache = Path(cache_dir) if cache_dir is not None else run_dir / "cache"
     train_data = load_arrays(train_cases, plan, structures, cache_dir=cache, soft=config.soft_labels)
     val_data = load_arrays(val_cases[: config.val_cases], plan, structures, cache_dir=cache, soft=config.soft_labels) if rank == 0 else []
     pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
@@ -200,16 +212,16 @@ def train(
     empty_encoder = resume or (source is not None and source.kind == "merlin")
     network = build_network(arch, 1, len(structures), empty_encoder=empty_encoder)
     report = None
-    same_head = source is not None and source.plan is not None and tuple(source.plan.structures) == tuple(structures) and source.kind == "cervicontour"
+    rows = transfer.head_row_map(source, structures) if source is not None else None
     ckpt = None
     if resume:  # every weight from the checkpoint (before the optimiser takes the parameters)
         ckpt = torch.load(run_dir / "checkpoint_last.pt", map_location=device, weights_only=False)
         load_state(network, ckpt["network"])
     elif source is not None:
-        report = transfer.load_into(network, source, keep_head=same_head)
+        report = transfer.load_into(network, source, structures=structures)
     network.to(device)
-    if not resume and not same_head:
-        _init_head(network, config.head_prior)
+    if not resume and (rows is None or None in rows):  # channels the source has no row for start at the prior
+        transfer.init_new_head_rows(network, rows, config.head_prior)
     param_groups = transfer.parameter_groups(network, config.strategy, config.lr, config.encoder_lr_factor)
     optimizer = torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
     use_amp = device == "cuda" and config.amp
@@ -307,17 +319,6 @@ def weights_sha256(network) -> str:
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update((t.float() if t.dtype.is_floating_point else t).numpy().tobytes())
     return h.hexdigest()
-
-
-def _init_head(network, prior: float) -> None:
-    """Bias of the (new) final segmentation layer = logit of ``prior``."""
-    import math
-
-    import torch
-
-    head = network.decoder.seg_layers[-1]
-    with torch.no_grad():
-        head.bias.fill_(math.log(prior / (1 - prior)))
 
 
 def _fit_patch(patch, stride) -> tuple[int, int, int]:

@@ -226,11 +226,16 @@ def _open_nnunet(folder: Path) -> Source:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_into(network, source: Source, *, keep_head: bool = False) -> TransferReport:
-    """Copy the source's tensors into ``network`` (in place) except the segmentation head.
+def load_into(network, source: Source, *, keep_head: bool = False, structures=None) -> TransferReport:
+    """Copy the source's tensors into ``network`` (in place); the segmentation head by structure name.
 
-    ``keep_head=True`` (the source predicts the same structures, in the same order: continued
-    training) loads the head too. A Merlin source loads its encoder (every tensor, or
+    ``structures``: the network's output channels, in order. A cervicontour source with a plan
+    keeps, row by row, the head weights of every channel it shares *by name* with ``structures``
+    (``Bladder`` stays ``Bladder`` whatever its position); the other rows are new (the caller
+    initialises them, :func:`init_new_head_rows`) and the head tensors are reported *reshaped*
+    with which channels came from where. Without ``structures`` (or a source without names, e.g.
+    nnU-Net's integer labels) the head is skipped unless ``keep_head=True`` (same structures,
+    same order: continued training). A Merlin source loads its encoder (every tensor, or
     :class:`InputError`); the network may have been built with ``empty_encoder=True``.
     """
     import torch
@@ -242,11 +247,26 @@ def load_into(network, source: Source, *, keep_head: bool = False) -> TransferRe
 
     report = TransferReport(str(source.path), source.kind, notes=list(source.notes))
     target = network.state_dict()
-    heads = () if keep_head else head_prefixes(network)
+    heads = head_prefixes(network)
+    rows = head_row_map(source, structures)
+    if rows is not None and list(rows) == list(range(len(rows))) and len(rows) == len(source.plan.structures):
+        keep_head, rows = True, None  # the same structures in the same order: the head as it is
     new_state = {}
     for key, tensor in target.items():
-        if key.startswith(heads):
-            report.skipped.append((key, "segmentation head (new structures)"))
+        if key.startswith(heads) and not keep_head:
+            src = source.state_dict.get(key)
+            if rows is None or all(r is None for r in rows) or src is None or src.shape[1:] != tensor.shape[1:]:
+                report.skipped.append((key, "segmentation head (new structures)"))
+                continue
+            merged = tensor.clone()
+            kept = [c for c, r in enumerate(rows) if r is not None]
+            for c in kept:
+                merged[c] = src[rows[c]].to(tensor.dtype)
+            new_state[key] = merged
+            names = list(structures)
+            how = "rows matched by structure name: " + ", ".join(f"{names[c]}←{source.plan.structures[rows[c]]}" for c in kept)
+            new = [names[c] for c, r in enumerate(rows) if r is None]
+            report.reshaped.append((key, list(src.shape), list(tensor.shape), how + (f"; new: {', '.join(new)}" if new else "")))
             continue
         if key not in source.state_dict:
             report.skipped.append((key, "not in the source"))
@@ -271,6 +291,33 @@ def load_into(network, source: Source, *, keep_head: bool = False) -> TransferRe
     with torch.no_grad():
         network.load_state_dict({**target, **new_state})
     return report
+
+
+def head_row_map(source: Source, structures) -> list[int | None] | None:
+    """For each output channel (``structures``), the source head row with the same structure name,
+    or ``None`` (a new channel). ``None`` overall when the source has no structure names."""
+    if structures is None or source.kind != "cervicontour" or source.plan is None:
+        return None
+    from cervicontour.structures import canonical_name
+
+    theirs = [canonical_name(n) for n in source.plan.structures]
+    return [theirs.index(canonical_name(n)) if canonical_name(n) in theirs else None for n in structures]
+
+
+def init_new_head_rows(network, rows: list[int | None] | None, prior: float) -> list[int]:
+    """Give the head channels without a source row (``rows[c] is None``; every channel when
+    ``rows`` is None) the bias ``logit(prior)``: they start predicting about ``prior`` everywhere
+    (RetinaNet's prior); the kept rows are untouched. Returns the channels initialised."""
+    import math
+
+    import torch
+
+    head = network.decoder.seg_layers[-1]
+    channels = list(range(head.bias.shape[0])) if rows is None else [c for c, r in enumerate(rows) if r is None]
+    with torch.no_grad():
+        for c in channels:
+            head.bias[c] = math.log(prior / (1 - prior))
+    return channels
 
 
 def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float) -> list[dict]:
@@ -299,5 +346,5 @@ def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float
     raise InputError(f"unknown strategy {strategy!r}; choose full, frozen-encoder or discriminative-lr")
 
 
-__all__ = ["Source", "TransferReport", "is_merlin_spec", "load_into", "nnunet_architecture", "open_source", "parameter_groups"]
+__all__ = ["Source", "TransferReport", "head_row_map", "init_new_head_rows", "is_merlin_spec", "load_into", "nnunet_architecture", "open_source", "parameter_groups"]
 

@@ -130,6 +130,25 @@ def _mentions(words: list[str]) -> set[str]:
     return found
 
 
+def para_aortic_included(note: str) -> bool:
+    """Whether a clinician's note says the CTVn includes the para-aortic nodes.
+
+    Example:
+        >>> para_aortic_included("no GTVp. para-aortic nodes included"), para_aortic_included("no para-aortic nodes")
+        (True, False)
+    """
+    ctx = read_note(note or "")
+    return "LN_ParaAortic" in ctx.mentioned and "LN_ParaAortic" not in ctx.absent
+
+
+def nodal_groups_for(note: str) -> list[str]:
+    """The nodal groups a patient's CTVn is composed of, as the note records the clinician's choice:
+    the default groups, plus the para-aortic group when the note says it was included."""
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS
+
+    return [*DEFAULT_NODAL_GROUPS, *(["LN_ParaAortic"] if para_aortic_included(note) else [])]
+
+
 def apply_notes(findings: list[Finding], notes: dict[str, str]) -> list[Finding]:
     """Downgrade to info every finding a patient's note explains, quoting the note."""
     contexts = {pid: read_note(text) for pid, text in notes.items() if text}

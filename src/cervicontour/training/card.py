@@ -1,0 +1,122 @@
+"""The model card of a fitted model: ``card.json`` (data) and ``card.md`` (rendered from it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CARD_SCHEMA = "cervicontour-card/1"
+
+
+def card_data(record, model) -> dict:
+    """Everything ``card.md`` says, as data (read by one function: this one writes it)."""
+    stages = record.stages
+    plan = stages["plan"]
+    select = stages["select"]
+    export = stages["export"]
+    zero = stages["zeroshot"]
+    targets = stages["targets"]
+    para = [pid for pid, v in targets["per_patient"].items() if v["para_aortic"]]
+    transfer = (stages["stage1"].get("transfer") or {})
+    return {
+        "schema": CARD_SCHEMA,
+        "model": {"name": model.name, "version": model.version, "path": export["model"], "structures": list(model.plan.structures),
+                  "refined": [model.refiner.structure] if model.refiner is not None else [],
+                  "fallback_structures": list(model.fallback_structures)},
+        "data": {"cohort": record.cohort, "train_patients": plan["train_patients"], "val_patients": plan["val_patients"],
+                 "split": plan["split"], "structures": plan["cohort_structures"], "para_aortic_patients": para,
+                 "excluded": "hold-out patients (no contours) are never used; patients without any of the five structures neither",
+                 "gate": {"counts": stages["gate"]["counts"], "warnings": len(stages["gate"]["warnings"])},
+                 "cohort_spacing_mm": plan["cohort_fingerprint"]["spacing_mm"],
+                 "cohort_foreground_hu": plan["cohort_fingerprint"]["fingerprint"].get("foreground_hu")},
+        "init": {"spec": record.init, "transfer_counts": transfer.get("counts"), "channels": plan["channels"],
+                 "plan_used": plan["plan_used"], "plan_provenance": plan["plan_provenance"]},
+        "stages": {name: {k: stages[name].get(k) for k in ("steps", "steps_done", "seconds", "train_seconds", "budget_seconds", "step_seconds_measured", "start", "skipped") if k in stages[name]}
+                   for name in ("gate", "plan", "targets", "zeroshot", "stage1", "refiner", "select", "export") if name in stages},
+        "budget_minutes": record.config["budget_minutes"],
+        "seconds_total": round(sum(s.get("seconds", 0.0) for s in stages.values()), 1),
+        "validation": {"zeroshot": {k: zero.get(k) for k in ("dice", "dice_sd", "hd95_mm", "mean_dice")} if zero.get("applicable") else None,
+                       "candidates": select["candidates"], "choice": select["choice"], "final": export["validation"]},
+    }  # fmt: skip
+
+
+def write_card(out: Path, record, model) -> dict:
+    """Write ``out/card.json`` and ``out/card.md`` (atomically); returns the data."""
+    from cervicontour.io.atomic import write_text_atomic
+    from cervicontour.model.run_files import write_json
+
+    data = card_data(record, model)
+    write_json(out / "card.json", data)
+    write_text_atomic(out / "card.md", render(data))
+    return data
+
+
+def _f(v, digits=3) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def render(data: dict) -> str:
+    m, d, i, v = data["model"], data["data"], data["init"], data["validation"]
+    final, zero = v["final"], v["zeroshot"]
+    rows = []
+    for name in d["structures"]:
+        z = zero["dice"].get(name) if zero else None
+        delta = "" if z is None or not np.isfinite(z) else f"{final['dice'][name] - z:+.3f}"
+        rows.append(f"| {name} | {_f(final['dice'][name])} ± {_f(final['dice_sd'][name])} | {_f(final['hd95_mm'][name], 2)} | {_f(z)} | {delta} | {v['choice'].get(name, '')} |")
+    targets = i["channels"]["targets"]
+    how = {"label": "the cohort's own masks", "parts": "the cohort's compound partitioned by the init's part probabilities",
+           "distilled": "the init's own prediction (held to the source)", "new": "new channel (prior-initialised head row)"}  # fmt: skip
+    channel_lines = "\n".join(f"- `{n}`: {how[t]}" for n, t in targets.items())
+    stage_lines = "\n".join(
+        f"| {name} | {s.get('seconds', 0):.0f} | {s.get('steps_done', s.get('steps', '')) if ('steps' in s or 'steps_done' in s) else ''} | {s.get('start', s.get('skipped', ''))} |"
+        for name, s in data["stages"].items()
+    )
+    prov = "\n".join(f"- {k}: from the {src} ({why})" for k, (src, why) in i["plan_provenance"].items())
+    counts = i.get("transfer_counts") or {}
+    never_worse = all(c != "zeroshot" for c in v["choice"].values()) if zero else None
+    return f"""# Model card: {m['name']} {m['version']}
+
+**A draft-contouring model for clinician review. Not for clinical use without review.** Every contour it
+draws must be checked and edited by a clinician before planning.
+
+## What it is
+- Fitted by `cervicontour fit` from `{i['spec']}` to the cohort `{d['cohort']}`.
+- Outputs: {', '.join(m['structures'])}{' (CTVn composed from the nodal groups the clinician chooses)' if any(n.startswith('LN_') for n in m['structures']) else ''}.
+- Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (better on validation): {', '.join(m['fallback_structures']) or 'none'}.
+
+## Data
+- {len(d['train_patients'])} training and {len(d['val_patients'])} validation patients ({d['split']}); labelled structures: {', '.join(d['structures'])}.
+- Para-aortic nodes included (from the notes): {len(d['para_aortic_patients'])} patients.
+- Validation gate: {d['gate']['counts']} ({d['gate']['warnings']} warnings recorded in fit.json). Excluded: {d['excluded']}.
+- Cohort median spacing {d['cohort_spacing_mm']} mm; foreground HU {d['cohort_foreground_hu']}.
+
+## Transfer
+- Tensors: {counts.get('loaded', '–')} loaded, {counts.get('reshaped', '–')} reshaped (head rows matched by structure name), {counts.get('skipped', '–')} skipped (fit.json lists each).
+- What each output channel trained on:
+{channel_lines}
+- Plan (working grid and normalisation):
+{prov}
+
+## Stages (budget {data['budget_minutes']:g} min; {data['seconds_total'] / 60:.1f} min used)
+| stage | seconds | steps | note |
+|---|---|---|---|
+{stage_lines}
+
+## Validation ({len(d['val_patients'])} held-out patients, input grid, rules enforced, CTVn with each patient's recorded nodal groups)
+| structure | Dice mean ± sd | HD95 median (mm) | zero-shot Dice | change | chosen from |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Five-structure mean Dice: {_f(final['mean_dice'])} (zero-shot {_f(zero['mean_dice']) if zero else '–'}).
+{'Per structure the better of the fitted model and the zero-shot init was chosen, so no structure ships below the zero-shot model on these patients.' if zero else 'The init predicts none of these structures: no zero-shot comparison.'}{'' if never_worse is None else (' The fitted model won every structure.' if never_worse else ' Some structures keep the zero-shot prediction (fallback).')}
+
+## Limitations
+- Validated on {len(d['val_patients'])} patients of the same cohort: the spread is wide and the numbers say how the model
+  reproduces this hospital's contouring, not how it does elsewhere.
+- Structures, nodal groups and CTVp parts it was not given labels for come from the init model (partitioned or distilled).
+- Not for clinical use without review; `prediction.json` flags structures to review closely.
+"""
+
+
+__all__ = ["CARD_SCHEMA", "card_data", "render", "write_card"]

@@ -1,0 +1,265 @@
+"""`cervicontour fit` on a five-label cohort: transfer by name, part targets, never below zero-shot,
+resume after SIGKILL, and the validation gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_helpers import TINY, halve
+
+torch = pytest.importorskip("torch")
+
+FIVE = ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium")
+#: a fit small enough for the test suite: 3 + 3 steps whatever the budget says, 2 validation patients
+TINY_FIT = {"budget_minutes": 30.0, "max_stage1_steps": 3, "max_refiner_steps": 3, "folds": 3, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def nodal_cohort(tmp_path_factory) -> Path:
+    """6 phantom patients (seed 11, halved) with the five compound masks *and* the nodal groups:
+    what the source model trains on."""
+    from cervicontour.cohort import load_cohort, write_case, write_notes
+    from cervicontour.structures import NODAL_OUTPUTS
+    from cervicontour.synth import synthesize_cohort
+
+    full = synthesize_cohort(tmp_path_factory.mktemp("nodal_src") / "c", patients=6, seed=11, size="small")
+    out = tmp_path_factory.mktemp("nodal") / "c"
+    loaded = load_cohort(full)
+    for case in loaded.cases():
+        keep = set(FIVE) | set(NODAL_OUTPUTS)
+        write_case(out, case.patient_id, halve(case.load_image()), {n: halve(case.load_structure(n)) for n in case.structure_names if n in keep})
+    write_notes(out, {c.patient_id: c.note for c in loaded.cases()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def five_label_cohort(nodal_cohort, tmp_path_factory) -> Path:
+    """The same patients as the hospital has them: the five compound masks only (no structures/sub/)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("five") / "c"
+    shutil.copytree(nodal_cohort, out)
+    for sub in out.glob("*/structures/sub"):
+        shutil.rmtree(sub)
+    return out
+
+
+@pytest.fixture(scope="module")
+def source_model(nodal_cohort, tmp_path_factory) -> Path:
+    """A tiny stand-in for the default model: the eight default channels (nodal groups, no CTVn)
+    and an (untrained) CTVn refiner inside model.pt."""
+    from cervicontour.model import load_model, save_model, train
+    from cervicontour.model.refine import new_refiner
+    from cervicontour.structures import NODAL_OUTPUTS
+
+    run = tmp_path_factory.mktemp("source") / "run"
+    train(nodal_cohort, run, TINY.replace(steps=2, structures=NODAL_OUTPUTS))
+    model = load_model(run)
+    refiner = new_refiner("CTVn", ("CTVp", "Anorectum", "Bladder"), (6.0, 6.0, 8.0), (9.0, 9.0, 12.0), patch_size=(16, 16, 8))
+    return save_model(run / "with_refiner.pt", model.network, model.plan, model.arch, name="tiny-source", version="0", config_sha256=model.config_sha256,
+                      meta=model.meta, refiner=refiner)  # fmt: skip
+
+
+def _fit(cohort, out, source, **overrides):
+    from cervicontour.training import FitConfig, fit
+
+    return fit(cohort, out, init=str(source), config=FitConfig(**{**TINY_FIT, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def fitted(five_label_cohort, source_model, tmp_path_factory):
+    return _fit(five_label_cohort, tmp_path_factory.mktemp("fit") / "model", source_model)
+
+
+def test_head_rows_are_kept_by_structure_name(source_model):
+    """Every channel the source and the target share keeps its head row, whatever its position;
+    a channel the source lacks starts at the prior."""
+    import math
+
+    from cervicontour.model import load_model
+    from cervicontour.model.network import build_network
+    from cervicontour.model.transfer import head_row_map, init_new_head_rows, load_into, open_source
+
+    source = open_source(source_model)
+    theirs = load_model(source_model).network.decoder.seg_layers[-1]
+    structures = ("LN_Pelvic", "CTVn", "Bladder")  # reordered, with one new channel
+    network = build_network(source.arch, 1, len(structures))
+    report = load_into(network, source, structures=structures)
+    rows = head_row_map(source, structures)
+    init_new_head_rows(network, rows, 0.02)
+    head = network.decoder.seg_layers[-1]
+    order = list(source.plan.structures)
+    assert torch.equal(head.weight[0], theirs.weight[order.index("LN_Pelvic")])
+    assert torch.equal(head.weight[2], theirs.weight[order.index("Bladder")])
+    assert float(head.bias[2].detach()) == float(theirs.bias[order.index("Bladder")].detach())
+    assert float(head.bias[1].detach()) == pytest.approx(math.log(0.02 / 0.98))
+    reshaped = {r[0]: r[3] for r in report.reshaped}
+    assert "LN_Pelvic←LN_Pelvic" in reshaped["decoder.seg_layers.{}.weight".format(len(network.decoder.seg_layers) - 1)]
+    assert "new: CTVn" in reshaped["decoder.seg_layers.{}.bias".format(len(network.decoder.seg_layers) - 1)]
+
+
+def test_partition_is_exact_and_follows_the_most_probable_part():
+    from cervicontour.training.targets import partition_compound
+
+    compound = np.zeros((10, 3, 3), bool)
+    compound[1:9] = True
+    a = np.zeros((10, 3, 3), np.float32)
+    b = np.zeros((10, 3, 3), np.float32)
+    a[:4], b[4:6] = 0.9, 0.8  # voxels 6..8: no part is confident -> nearest confident voxel (b at 5)
+    parts = partition_compound(compound, {"A": a, "B": b}, (1.0, 1.0, 1.0))
+    assert np.array_equal(parts["A"] | parts["B"], compound) and not (parts["A"] & parts["B"]).any()
+    assert parts["A"][1:4].all() and not parts["A"][4:].any()
+    assert parts["B"][4:9].all()
+
+
+def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
+    from cervicontour.cohort import load_cohort
+    from cervicontour.model import load_model
+    from cervicontour.structures import COMPOUND
+    from cervicontour.training import read_fit_record
+    from cervicontour.validate.notes import para_aortic_included
+
+    out = fitted.model_dir
+    record = read_fit_record(out)
+    assert [s for s in record.stages if record.done(s)] == ["gate", "plan", "targets", "zeroshot", "stage1", "refiner", "select", "export"]
+    targets = record.stages["plan"]["channels"]["targets"]
+    assert {n: targets[n] for n in ("Bladder", "CTVp", "LN_Pelvic", "LN_ParaAortic", "GTVn")} == {
+        "Bladder": "label", "CTVp": "label", "LN_Pelvic": "parts", "LN_ParaAortic": "parts", "GTVn": "parts"}
+    # the nodal-group targets partition each patient's compound CTVn exactly; para-aortic only where the note says so
+    derived = load_cohort(out / "work" / "targets")
+    for case in load_cohort(five_label_cohort).cases():
+        ctvn = case.load_structure("CTVn").array > 0
+        union, total = np.zeros_like(ctvn), 0
+        for part in COMPOUND["CTVn"]:
+            if derived[case.patient_id].has(part):
+                m = derived[case.patient_id].load_structure(part).array > 0
+                union |= m
+                total += int(m.sum())
+        assert np.array_equal(union, ctvn) and total == int(ctvn.sum()), case.patient_id
+        assert derived[case.patient_id].has("LN_ParaAortic") == para_aortic_included(case.note)
+    # stage 1 ran the recorded step count; transfer kept the shared head rows
+    assert record.stages["stage1"]["steps_done"] == record.stages["stage1"]["steps"] == 3
+    transfer = record.stages["stage1"]["transfer"]  # the eight channels are the source's, in its order: the whole head kept
+    assert transfer["counts"]["skipped"] == 0 and any(k.startswith("decoder.seg_layers.") for k in transfer["loaded"])
+    # never below zero-shot: per structure the chosen candidate's validation Dice is the best one
+    select = record.stages["select"]
+    for name, chosen in select["choice"].items():
+        best = max(c["dice"][name] for c in select["candidates"].values() if np.isfinite(c["dice"][name]))
+        assert select["candidates"][chosen]["dice"][name] == best
+    final, zero = record.stages["export"]["validation"]["dice"], record.stages["zeroshot"]["dice"]
+    for name in FIVE:  # the assembled float16 model re-scored: fp16 rounding only
+        assert final[name] >= zero[name] - 0.01, name
+    model = load_model(out)
+    assert set(model.fallback_structures) == {n for n, c in select["choice"].items() if c == "zeroshot"}
+    card = (out / "card.md").read_text()
+    assert "Not for clinical use without review" in card and "zero-shot" in card
+    assert json.loads((out / "card.json").read_text())["schema"] == "cervicontour-card/1"
+
+
+def test_predict_with_a_fitted_model_composes_ctvn_from_the_chosen_groups(fitted, five_label_cohort, tmp_path):
+    from cervicontour.pipeline import predict
+
+    [path] = predict(five_label_cohort / "SYN001" / "image.nii.gz", tmp_path / "p", model=fitted.model_dir, nodal_groups=["LN_Pelvic", "GTVn"])
+    from cervicontour.io import read_volume
+
+    record = json.loads(path.read_text())
+    assert set(record["composed"]["CTVn"]) == {"GTVn", "LN_Pelvic"}
+    folder = path.parent
+    mask = lambda n: read_volume(next(folder.rglob(f"{n}.nii.gz"))).array > 0  # noqa: E731
+    assert np.array_equal(mask("CTVn"), mask("GTVn") | mask("LN_Pelvic"))
+
+
+def test_validation_errors_stop_the_fit_and_name_the_patients(five_label_cohort, source_model, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+
+    broken = tmp_path / "broken"
+    shutil.copytree(five_label_cohort, broken)
+    bladder = broken / "SYN002" / "structures" / "Bladder.nii.gz"
+    bladder.write_bytes(bladder.read_bytes()[:200])  # truncated file
+    result = CliRunner().invoke(app, ["fit", str(broken), "--out", str(tmp_path / "m"), "--init", str(source_model)])
+    assert result.exit_code == 2
+    assert "SYN002" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_non_empty_out_without_resume_is_refused(five_label_cohort, source_model, tmp_path):
+    from cervicontour.errors import InputError
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "x").write_text("keep")
+    with pytest.raises(InputError, match="--resume"):
+        _fit(five_label_cohort, tmp_path / "m", source_model)
+    with pytest.raises(InputError, match="nothing to resume"):
+        from cervicontour.training import FitConfig, fit
+
+        fit(five_label_cohort, tmp_path / "m2", init=str(source_model), config=FitConfig(**TINY_FIT), resume=True)
+
+
+def _weights(model_dir: Path) -> str:
+    from cervicontour.model import load_model
+    from cervicontour.model.train import weights_sha256
+
+    model = load_model(model_dir)
+    parts = [weights_sha256(model.network)]
+    if model.refiner is not None:
+        parts.append(weights_sha256(model.refiner.network))
+    return "/".join(parts)
+
+
+@pytest.mark.parametrize("stage, at", [("stage1", 2)])
+def test_sigkill_then_resume_ends_with_the_same_model(fitted, five_label_cohort, source_model, tmp_path, stage, at):
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from cervicontour.training import FitConfig, fit
+        def bomb(stage, done, total, text):
+            if stage == {stage!r} and done >= {at}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        fit({str(five_label_cohort)!r}, {str(out)!r}, init={str(source_model)!r}, config=FitConfig(**{TINY_FIT!r}), on_event=bomb)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "model.pt").exists()
+    from cervicontour.training import FitConfig, fit
+
+    fit(five_label_cohort, out, config=FitConfig(**TINY_FIT), resume=True)
+    assert _weights(out) == _weights(fitted.model_dir)
+
+
+def test_one_version_number():
+    import tomllib
+
+    import cervicontour
+    from cervicontour.model.train import MODEL_VERSION
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["version"] == cervicontour.__version__ == MODEL_VERSION
+
+
+def test_train_on_five_labels_keeps_the_shared_head_rows_and_refuses_channels_without_labels(five_label_cohort, source_model, tmp_path):
+    from cervicontour.errors import InputError
+    from cervicontour.model import train
+    from cervicontour.structures import NODAL_OUTPUTS
+
+    with pytest.raises(InputError, match="LN_CommonIliac.*cervicontour fit"):
+        train(five_label_cohort, tmp_path / "nodal", TINY.replace(steps=1, structures=NODAL_OUTPUTS), init=source_model)
+    result = train(five_label_cohort, tmp_path / "five", TINY.replace(steps=1, structures=FIVE), init=source_model)
+    hows = {r[3] for r in result.transfer["reshaped"] if r[0].startswith("decoder.seg_layers.")}  # one row map for every head tensor
+    assert len(hows) == 1
+    how = hows.pop()
+    for name in ("Bladder", "Anorectum", "CTVp", "Parametrium"):
+        assert f"{name}←{name}" in how
+    assert how.endswith("new: CTVn")
