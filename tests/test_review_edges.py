@@ -146,6 +146,9 @@ def test_a_corrupt_log_is_reported_for_its_case_only(out, client):
     response = client.post("/api/cases/P1/decisions", json=_decide("a"))
     assert response.status_code == 400 and "review log" in response.json()["detail"]
     assert (out / "P1" / "review.json").read_text() == "{not json"
+    response = client.post("/api/cases/P1/compose", json={"reviewer": "a", "choices": {"CTVn": ["LN_Pelvic"]}})
+    assert response.status_code == 400 and "review log" in response.json()["detail"]
+    assert not (out / "P1" / "review").exists()  # no composed mask without its log entry
     assert client.post("/api/cases/P2/decisions", json=_decide("a")).status_code == 200
 
 

@@ -154,7 +154,8 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
         Per target: ``{"target", "id", "requested", "used", "missing", "added", "volume_cc", "sha256"}``.
 
     Raises:
-        InputError: blank reviewer, a bad part name, or none of a target's parts in the case.
+        InputError: blank reviewer, a bad part name, none of a target's parts in the case, or a
+            ``review.json`` that cannot take the entry (nothing is written then).
     """
     from cervicontour.io import read_nifti, write_nifti
     from cervicontour.postprocess.compose import (
@@ -170,6 +171,7 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
     if not isinstance(choices, Mapping) or not all(isinstance(p, (str, list, tuple)) for p in choices.values()):
         raise InputError(f"choices: expected an object {{'CTVn': [part, ...], 'CTVp': [part, ...]}}, got {_shape(choices)}")
     when = when or _now()
+    read_log(case)  # a log that cannot take the entry is refused before any mask is written
     available = case_structure_paths(case)
     plans = {canonical_name(t): parse_parts(t, parts) for t, parts in choices.items() if parts}
     if not plans:
