@@ -231,3 +231,12 @@ def test_force_predicts_a_ct_labelled_otherwise_and_flags_it(corpus, tmp_path):
     assert result.exit_code == 0, result.output[-800:]
     record = json.loads((out / "dicom_mr_modality" / "prediction.json").read_text())
     assert record["out_of_scope"][0].startswith("input gate overridden with --force: expected a CT series (DICOM Modality CT), got Modality MR")
+
+
+def test_nothing_is_made_before_the_first_case_is_ready(corpus, tmp_path):
+    """--out inside the (bad) input folder: the refusal speaks of the input, and no staging folder ever appears in it."""
+    (item,) = [c for c in corpus if c.name == "dicom_missing_slice"]
+    series = copy_input(item, tmp_path / "series")
+    before = sorted(p.name for p in series.iterdir())
+    assert _refused(["predict", str(series), "--out", str(series / "pred")], ("missing slice",)) is None
+    assert sorted(p.name for p in series.iterdir()) == before

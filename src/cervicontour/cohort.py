@@ -173,7 +173,8 @@ def load_cohort(root: str | os.PathLike) -> Cohort:
     """
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"{root}: no such folder; expected a cohort folder (see `cervicontour synth`)")
+        what = "is a file, not a folder" if root.exists() else "no such folder"
+        raise InputError(f"{root}: {what}; expected a cohort folder (see `cervicontour synth`)")
     if (root / "dataset.json").is_file():
         return _load_nnunet_raw(root)
     notes = read_notes(root / NOTES_FILE)

@@ -12,6 +12,7 @@ layout ``OUT/<patient_id>/structures/<Name>.nii.gz`` plus ``OUT/<patient_id>/pre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -353,17 +354,19 @@ def predict(
         InputError: an image the gate refuses, an unusable model or input path; nothing is written.
     """
     from cervicontour.cohort import write_case
-    from cervicontour.io.atomic import staged_folder
+    from cervicontour.io.atomic import check_writable, staged_folder
     from cervicontour.io.gate import require_ct
     from cervicontour.model import load_model
     from cervicontour.model.run_files import write_json
     from cervicontour.validate.scope import out_of_scope
 
     cases = find_inputs(input_path, all_cases=all_cases)
+    check_writable(out, folder=True)
     loaded, load_s = None, 0.0  # the model is loaded once the first image has passed the gate
     out = Path(out)
     written = []
-    with staged_folder(out) as stage:
+    with contextlib.ExitStack() as stack:
+        stage = None  # made once the first case is ready to be written: nothing is touched before
         for case in cases:
             t_case = time.perf_counter()
             image = case.load()
@@ -377,6 +380,7 @@ def predict(
             groups = reference_nodal_groups(case.source, case.structures) if nodal_groups == "reference" else nodal_groups
             result = predict_case(image, loaded, rules=rules, tta=tta, device=device, keep_probabilities=save_probabilities, nodal_groups=groups)
             t_write = time.perf_counter()
+            stage = stage or stack.enter_context(staged_folder(out))
             folder = write_case(stage, case.patient_id, None, result.masks)
             if save_probabilities:
                 from cervicontour.io import write_nifti

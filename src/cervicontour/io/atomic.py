@@ -82,14 +82,17 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Refuse, before any work, a file path that cannot be written: a folder, or under a file.
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a folder where a file is
+    to go (or, with ``folder``, a file where a folder is to go), or a path under a file.
 
     Raises:
         InputError: what is in the way and what to do.
     """
     path = Path(path)
-    if path.is_dir():
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; expected an output folder — choose another path")
+    if not folder and path.is_dir():
         raise InputError(f"{path}: is a folder; expected the path of a file to write — choose another output path")
     for parent in path.parents:
         if parent.exists():
@@ -116,9 +119,7 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
         ...     for case in cases:
         ...         write_case(stage, case)          # a failure here leaves out/pred untouched
     """
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise InputError(f"{dest}: exists and is not a folder; expected an output folder — choose another path")
+    dest = check_writable(dest, folder=True)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage = temporary_name(dest, ".staging")

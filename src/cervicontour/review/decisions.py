@@ -122,6 +122,8 @@ def record_decisions(case: str | os.PathLike, reviewer: str, decisions: Mapping[
         InputError: blank reviewer, no decisions, an unknown mask id or decision.
     """
     case = Path(case)
+    if not case.is_dir():
+        raise InputError(f"{case}: no such case folder; expected OUT_DIR/<patient_id> of a predict output")
     reviewer = _reviewer(reviewer, "accountable for the decision")
     if not isinstance(decisions, Mapping):
         raise InputError(f"decisions: expected an object {{mask id: {{'decision': ..., 'comment': ...}}}}, got {_shape(decisions)}")
