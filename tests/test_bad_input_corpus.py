@@ -240,3 +240,15 @@ def test_nothing_is_made_before_the_first_case_is_ready(corpus, tmp_path):
     before = sorted(p.name for p in series.iterdir())
     assert _refused(["predict", str(series), "--out", str(series / "pred")], ("missing slice",)) is None
     assert sorted(p.name for p in series.iterdir()) == before
+
+
+def test_predict_never_replaces_a_review_or_its_input(good, tmp_path):
+    """A case folder with a clinician's review log, or holding the input, is not replaced (nothing lost)."""
+    out = tmp_path / "pred"
+    (out / "P1" / "structures").mkdir(parents=True)
+    (out / "P1" / "review.json").write_text('{"patient_id": "P1", "entries": []}')
+    assert _refused(["predict", str(good), "--out", str(out), "--all"], ("review.json",)) is None
+    assert (out / "P1" / "review.json").is_file()
+    cohort = Path(shutil.copytree(good, tmp_path / "cohort"))
+    assert _refused(["predict", str(cohort), "--out", str(cohort), "--all"], ("holds the input",)) is None
+    assert _hashes(cohort) == _hashes(good)

@@ -362,6 +362,7 @@ def predict(
 
     cases = find_inputs(input_path, all_cases=all_cases)
     check_writable(out, folder=True)
+    _check_replaceable(Path(out), cases)
     loaded, load_s = None, 0.0  # the model is loaded once the first image has passed the gate
     out = Path(out)
     written = []
@@ -411,6 +412,25 @@ def predict(
             if on_case:
                 on_case(case.patient_id)
     return written
+
+
+#: What ``predict`` writes in a case folder: a case folder holding anything else is not replaced.
+PREDICT_WRITES = frozenset({"structures", "probabilities", "prediction.json", "RS.dcm", "report"})
+
+
+def _check_replaceable(out: Path, cases: Sequence[InputCase]) -> None:
+    """Refuse, before any work, an ``out`` whose case folders hold the input or files predict did
+    not write (a clinician's review log, composed masks): replacing them would lose them."""
+    for case in cases:
+        folder = out / case.patient_id
+        if not folder.is_dir():
+            continue
+        if case.source.resolve().is_relative_to(folder.resolve()):
+            raise InputError(f"{folder}: holds the input {case.source}; expected --out outside the input — choose another folder")
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in PREDICT_WRITES)
+        if foreign:
+            raise InputError(f"{folder}: holds {', '.join(foreign[:5])}, which predict did not write (a review log, composed masks?); "
+                             "predicting again would replace the folder and lose them — choose another --out, or move them aside")
 
 
 def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", progress=None, device: str = "cpu") -> list:
