@@ -89,6 +89,9 @@ def _nifti_items(root: Path) -> list[tuple[str, bytes | None, bool]]:
 
     nan = f.copy(); nan[20, 20, 6] = np.nan
     add("nan_voxel", _nifti_bytes(nan))
+    phi = _nifti_bytes(nan)
+    phi[148:148 + len(PHI_NAME)] = PHI_NAME.encode()  # descrip: a name where none belongs
+    add("nan_voxel_phi_in_descrip", phi)
     inf = f.copy(); inf[20, 20, 6] = np.inf
     add("inf_voxel", _nifti_bytes(inf))
     ninf = f.copy(); ninf[5, 5, 0] = -np.inf
