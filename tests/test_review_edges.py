@@ -231,3 +231,24 @@ def test_decide_from_the_terminal(out):
         result = runner.invoke(app, ["decide", str(out / "P1"), *args, "--who", "x"])
         assert result.exit_code == 2 and message in result.output, result.output
     assert len(read_log(out / "P1")) == 1
+
+
+def test_the_bad_input_corpus_is_4xx_on_the_review_page(out, tmp_path):
+    """Every damaged file of the corpus, as a case's CT and as a mask: 4xx with a message, never 500."""
+    import shutil
+
+    from bad_inputs import build_corpus
+
+    items = [c for c in build_corpus(tmp_path / "corpus") if "info" in c.commands or c.name == "truncated_gzip"]
+    client = TestClient(create_app(out, token=TOKEN), headers={"X-Review-Token": TOKEN}, raise_server_exceptions=False)
+    failures = []
+    for item in items:
+        shutil.copyfile(item.path, out / "P1" / "image.nii.gz")
+        shutil.copyfile(item.path, out / "P2" / BLADDER)
+        for path in ("/api/cases/P1/ct-preview.nii", "/api/cases/P1/ct.nii.gz", f"/api/cases/P2/preview/{BLADDER}.preview.nii", "/api/cases/P2/findings"):
+            response = client.get(path)
+            if path.endswith("ct.nii.gz") and response.status_code == 200:
+                continue  # a .nii.gz CT is streamed as its bytes, unread (the viewer then says it cannot read it)
+            if not (400 <= response.status_code < 500 and response.json().get("detail")):
+                failures.append(f"{item.name} {path}: {response.status_code}")
+    assert not failures, "\n".join(failures)
