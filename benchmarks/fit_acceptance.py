@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=40.0)
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "fit_acceptance")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted fit in the work folder")
+    parser.add_argument("--note", default="", help="recorded in the results (e.g. what was re-run)")
     args = parser.parse_args()
     style = {k: float(v) for k, v in (s.split("=", 1) for s in args.style)}
     work = args.work / args.name
@@ -101,7 +102,7 @@ def main() -> None:
     out = {
         "data": f"synthetic phantom (cervicontour synth --size small --seed {args.seed}, style {style or 'default'}), {args.patients} patients, "
                 f"structures/sub deleted; fit on the first {args.patients - args.test}, tested on the last {args.test}",
-        "commit": commit, "budget_minutes": args.budget_minutes,
+        "commit": commit, "budget_minutes": args.budget_minutes, "note": args.note,
         "fit_wall_seconds_this_call": round(fit_wall_s, 1), "fit_stage_seconds": {k: v.get("seconds") for k, v in record["stages"].items()},
         "fit_steps": {k: record["stages"][k].get("steps_done") for k in ("stage1", "refiner") if k in record["stages"]},
         "selection_choice": record["stages"]["select"]["choice"],

@@ -433,7 +433,8 @@ def _run_refiner(stage1, source_model, train_cases, val_cases, folder: Path, rec
         emit("refiner", step, stage["steps"], f"loss {loss:.3f}" + (f", val Dice {val:.3f}" if val is not None else ""))
 
     result = train_refiner(refiner, train_set, val_set, steps=stage["steps"], batch_size=config.refiner_batch_size, lr=config.refiner_lr, seed=config.seed,
-                           device=config.device, progress=progress, checkpoint=folder / "checkpoint.pt", validate_every=max(stage["steps"] // 4, 10))  # fmt: skip
+                           device=config.device, progress=progress, checkpoint=folder / "checkpoint.pt", checkpoint_every=max(1, min(50, stage["steps"] // 10)),
+                           validate_every=max(stage["steps"] // 4, 10))  # fmt: skip
     refiner.meta = {k: v for k, v in result.items() if k != "curve"} | {"start": start, "nodal_groups": "per patient, from the notes"}
     import torch
 

@@ -61,17 +61,24 @@ def summarise(per_case: dict, structures: Sequence[str]) -> dict:
 
 
 def choose(scores: dict[str, dict], structures: Sequence[str], *, fitted: Sequence[str], baseline: str | None) -> dict[str, str]:
-    """Per structure, the candidate with the best mean validation Dice.
+    """Per structure, the fitted candidate with the best mean validation Dice, unless the
+    zero-shot ``baseline`` should be kept.
 
-    ``fitted``: the fitted candidates, in order of preference on a tie; ``baseline``: the
-    zero-shot init (chosen only when strictly better than every fitted candidate, so a fit is
-    never shipped below its starting point). A structure no candidate scored goes to the first
-    fitted candidate.
+    ``fitted``: the fitted candidates, in order of preference on a tie. The baseline (the init,
+    zero-shot) is replaced for a structure only on evidence: the best fitted candidate's gain over
+    it, paired patient by patient, must be positive and at least its standard error (t ≥ 1); a tie
+    or a loss keeps the init's prediction, so a fit never ships a structure below where it started
+    on the strength of noise. A structure no candidate scored goes to the first fitted candidate.
 
     Example:
-        >>> s = {"zero": {"dice": {"A": 0.9, "B": 0.5}}, "fit": {"dice": {"A": 0.8, "B": 0.7}}}
-        >>> choose(s, ["A", "B"], fitted=["fit"], baseline="zero")
-        {'A': 'zero', 'B': 'fit'}
+        >>> pc = lambda *v: {f"P{i}": {"A": {"dice": x}} for i, x in enumerate(v)}  # noqa: E731
+        >>> s = {"zero": {"dice": {"A": 0.90}, "per_case": pc(0.90, 0.90, 0.90)},
+        ...      "fit": {"dice": {"A": 0.91}, "per_case": pc(0.95, 0.88, 0.90)}}
+        >>> choose(s, ["A"], fitted=["fit"], baseline="zero")  # +0.01 ± 0.02: not evidence
+        {'A': 'zero'}
+        >>> s["fit"]["per_case"] = pc(0.91, 0.91, 0.91)
+        >>> choose(s, ["A"], fitted=["fit"], baseline="zero")
+        {'A': 'fit'}
     """
     out = {}
     for name in structures:
@@ -80,12 +87,21 @@ def choose(scores: dict[str, dict], structures: Sequence[str], *, fitted: Sequen
             value = scores[candidate]["dice"].get(name, float("nan"))
             if np.isfinite(value) and value > best_value:
                 best, best_value = candidate, value
-        if baseline is not None:
-            value = scores[baseline]["dice"].get(name, float("nan"))
-            if np.isfinite(value) and value > best_value:
+        if baseline is not None and np.isfinite(scores[baseline]["dice"].get(name, float("nan"))):
+            gain, se = paired_gain(scores[best]["per_case"], scores[baseline]["per_case"], name)
+            if not (gain > 0 and gain >= se):
                 best = baseline
         out[name] = best
     return out
 
 
-__all__ = ["choose", "score_model", "summarise"]
+def paired_gain(candidate: dict, baseline: dict, structure: str) -> tuple[float, float]:
+    """Mean and standard error of the per-patient Dice difference ``candidate − baseline`` over
+    the patients both scored (standard error 0 with fewer than 2; no patients: ``(-inf, 0)``)."""
+    d = np.array([candidate[p][structure]["dice"] - baseline[p][structure]["dice"] for p in candidate if structure in candidate[p] and structure in baseline.get(p, {})])
+    if d.size == 0:
+        return float("-inf"), 0.0
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+
+
+__all__ = ["choose", "paired_gain", "score_model", "summarise"]
