@@ -64,6 +64,8 @@ def source_model(nodal_cohort, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("source") / "run"
     train(nodal_cohort, run, TINY.replace(steps=2, structures=NODAL_OUTPUTS))
     model = load_model(run)
+    with torch.no_grad():  # a 2-step model stays near the 2 % prior everywhere: lift one nodal group so that a
+        model.network.decoder.seg_layers[-1].bias[list(NODAL_OUTPUTS).index("LN_Pelvic")] = 0.5  # CTVn exists for the refiner stage
     refiner = new_refiner("CTVn", ("CTVp", "Anorectum", "Bladder"), (6.0, 6.0, 8.0), (9.0, 9.0, 12.0), patch_size=(16, 16, 8))
     return save_model(run / "with_refiner.pt", model.network, model.plan, model.arch, name="tiny-source", version="0", config_sha256=model.config_sha256,
                       meta=model.meta, refiner=refiner)  # fmt: skip
@@ -131,6 +133,7 @@ def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
     out = fitted.model_dir
     record = read_fit_record(out)
     assert [s for s in record.stages if record.done(s)] == ["gate", "plan", "targets", "zeroshot", "stage1", "refiner", "select", "export"]
+    assert record.stages["refiner"]["steps_done"] == 3  # the refiner stage ran (its start: the init's refiner)
     targets = record.stages["plan"]["channels"]["targets"]
     assert {n: targets[n] for n in ("Bladder", "CTVp", "LN_Pelvic", "LN_ParaAortic", "GTVn")} == {
         "Bladder": "label", "CTVp": "label", "LN_Pelvic": "parts", "LN_ParaAortic": "parts", "GTVn": "parts"}
@@ -271,3 +274,19 @@ def test_train_on_five_labels_keeps_the_shared_head_rows_and_refuses_channels_wi
     for name in ("Bladder", "Anorectum", "CTVp", "Parametrium"):
         assert f"{name}←{name}" in how
     assert how.endswith("new: CTVn")
+
+
+def test_prediction_record_carries_its_schema_and_a_foreign_one_is_refused(fitted, five_label_cohort, tmp_path):
+    from cervicontour.errors import InputError
+    from cervicontour.export.provenance import PREDICTION_SCHEMA, read_prediction_json
+    from cervicontour.pipeline import predict
+
+    [path] = predict(five_label_cohort / "SYN002" / "image.nii.gz", tmp_path / "p", model=fitted.model_dir)
+    assert read_prediction_json(path.parent)["schema"] == PREDICTION_SCHEMA == "cervicontour-prediction/1"
+    data = json.loads(path.read_text())
+    del data["schema"]  # a record written before the schema field: still read
+    path.write_text(json.dumps(data))
+    assert read_prediction_json(path.parent) == data
+    path.write_text(json.dumps({**data, "schema": "cervicontour-prediction/2"}))
+    with pytest.raises(InputError, match="schema"):
+        read_prediction_json(path.parent)

@@ -354,6 +354,7 @@ def predict(
         InputError: an image the gate refuses, an unusable model or input path; nothing is written.
     """
     from cervicontour.cohort import write_case
+    from cervicontour.export.provenance import PREDICTION_SCHEMA
     from cervicontour.io.atomic import check_writable, staged_folder
     from cervicontour.io.gate import require_ct
     from cervicontour.model import load_model
@@ -392,6 +393,7 @@ def predict(
             timings = {"model_load": round(load_s, 3), "read": round(read_s, 3), **result.timings_s, "write": round(time.perf_counter() - t_write, 3)}
             timings["total_case"] = round(time.perf_counter() - t_case, 3)
             record = {
+                "schema": PREDICTION_SCHEMA,
                 "patient_id": case.patient_id,
                 "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
                 "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),

@@ -16,6 +16,9 @@ from typing import Any
 from cervicontour.errors import InputError
 
 PREDICTION_FILE = "prediction.json"
+#: what ``predict`` writes as ``prediction.json``'s ``schema``; files from before it carry none and
+#: are read as schema 1 (the same fields)
+PREDICTION_SCHEMA = "cervicontour-prediction/1"
 
 #: Display label → keys the engine may use for it (first present wins; dots walk into objects).
 #: The engine (``cervicontour.pipeline.predict``) writes the dotted ones.
@@ -63,6 +66,9 @@ def read_prediction_json(folder: str | os.PathLike) -> dict[str, Any] | None:
         raise InputError(f"{path}: expected the engine's JSON record of the prediction, cannot parse it ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    schema = data.get("schema", PREDICTION_SCHEMA)
+    if not isinstance(schema, str) or schema.rpartition("/")[0] != PREDICTION_SCHEMA.rpartition("/")[0] or schema.rpartition("/")[2] != "1":
+        raise InputError(f"{path}: prediction record schema {schema!r}; this cervicontour reads {PREDICTION_SCHEMA!r} (re-run `cervicontour predict`, or upgrade cervicontour)")
     return data
 
 

@@ -236,17 +236,18 @@ def fit(
     if not record.done("export"):
         t = time.perf_counter()
         emit("export", 0, 1, "assembling the chosen model")
-        final = _assemble(stage1, refined, source_model, choice, out)
+        staged = out / "work" / "model.pt"  # moved into place last: a model.pt in OUT is a finished fit's
+        final = _assemble(stage1, refined, source_model, choice, staged, name=f"fit-{out.name}")
         final_scores = score_model(final, val_cases, compounds, device=config.device, on_case=_counter(emit, "export: final model", len(val_cases)))
         info = {"model": str(out / "model.pt"), "validation": {k: final_scores[k] for k in ("dice", "dice_sd", "hd95_mm", "mean_dice")},
                 "per_case": final_scores["per_case"], "fallback_structures": list(final.fallback_structures),
                 "refined": final.refiner is not None}  # fmt: skip
-        record.stages["export"] = {**info, "status": "running"}
         from cervicontour.training.card import write_card
 
-        info["seconds_total_before_card"] = round(record.elapsed_s() + time.perf_counter() - t, 1)
-        _finish(out, record, "export", t, info, emit)
+        record.stages["export"] = {**info, "status": "running"}
         write_card(out, record, final)
+        os.replace(staged, out / "model.pt")
+        _finish(out, record, "export", t, info, emit)
     return FitResult(out, out / "model.pt", record)
 
 
@@ -461,9 +462,9 @@ def _with_refiner(stage1, path: Path):
     return model
 
 
-def _assemble(stage1, refined, source_model, choice: dict, out: Path):
+def _assemble(stage1, refined, source_model, choice: dict, path: Path, *, name: str):
     """The shipped model: stage 1 (with the refiner when CTVn chose it), the zero-shot model as
-    the fallback for the structures it won; written float16 to ``out/model.pt`` and re-read."""
+    the fallback for the structures it kept; written float16 to ``path`` and re-read."""
     from cervicontour.model import load_model, save_model
 
     main = refined if choice.get("CTVn") == "stage1+refiner" and refined is not None else stage1
@@ -471,9 +472,9 @@ def _assemble(stage1, refined, source_model, choice: dict, out: Path):
     meta = {**stage1.meta, "fit": {"choice": choice, "fallback_structures": list(kept)}}
     from cervicontour import __version__
 
-    save_model(out / "model.pt", main.network, main.plan, main.arch, name=f"fit-{out.name}", version=__version__, config_sha256=stage1.config_sha256,
+    save_model(path, main.network, main.plan, main.arch, name=name, version=__version__, config_sha256=stage1.config_sha256,
                meta=meta, half=True, refiner=main.refiner, fallback=source_model if kept else None, fallback_structures=kept)  # fmt: skip
-    return load_model(out / "model.pt")
+    return load_model(path)
 
 
 # ----------------------------------------------------------------------------- bookkeeping
