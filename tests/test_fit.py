@@ -290,3 +290,20 @@ def test_prediction_record_carries_its_schema_and_a_foreign_one_is_refused(fitte
     path.write_text(json.dumps({**data, "schema": "cervicontour-prediction/2"}))
     with pytest.raises(InputError, match="schema"):
         read_prediction_json(path.parent)
+
+
+def test_a_nodal_choice_a_five_label_model_cannot_honour_is_an_error(five_label_cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+    from cervicontour.model import train
+
+    train(five_label_cohort, tmp_path / "five", TINY.replace(steps=1, structures=FIVE))
+    image = five_label_cohort / "SYN001" / "image.nii.gz"
+    for option in (["--para-aortic"], ["--nodal-groups", "LN_Pelvic,GTVn"]):
+        result = CliRunner().invoke(app, ["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(tmp_path / "five"), *option])
+        assert result.exit_code == 2, result.output
+        assert "cannot compose a CTVn" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "p").exists()
+    result = CliRunner().invoke(app, ["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(tmp_path / "five")])
+    assert result.exit_code == 0, result.output

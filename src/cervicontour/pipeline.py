@@ -219,6 +219,12 @@ def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_gro
 
     predicted = [n for n in structures if n in COMPOUND["CTVn"]]
     if "CTVn" in structures or not predicted:
+        if nodal_groups is not None and not predicted:
+            raise InputError(
+                f"this model predicts {'CTVn as one structure' if 'CTVn' in structures else 'no CTVn'} and none of its nodal groups "
+                f"({', '.join(COMPOUND['CTVn'])}), so it cannot compose a CTVn from the chosen groups ({', '.join(nodal_groups)}); "
+                "drop --nodal-groups/--para-aortic, or use a model that predicts the groups (the default model, or `cervicontour fit --init default`)"
+            )
         return structures, working, {}
     chosen = parse_parts("CTVn", DEFAULT_NODAL_GROUPS if nodal_groups is None else nodal_groups)
     use = [n for n in chosen if n in predicted]
@@ -458,6 +464,8 @@ def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", pr
             groups = reference_nodal_groups(case.patient_id, case.structure_names)
         else:
             groups = nodal_groups_for(case.note) if nodal_groups == "notes" else nodal_groups
+        if not set(model.plan.structures) & set(COMPOUND["CTVn"]):
+            groups = None  # a model that predicts CTVn itself has no groups to compose
         image = case.load_image()
         names, _, _, values, box = _stage1(image, model, tta=False, device=device, nodal_groups=groups)
         if not values.size:

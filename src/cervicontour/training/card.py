@@ -67,12 +67,12 @@ def render(data: dict) -> str:
     targets = i["channels"]["targets"]
     how = {"label": "the cohort's own masks", "parts": "the cohort's compound partitioned by the init's part probabilities",
            "distilled": "the init's own prediction (held to the source)", "new": "new channel (prior-initialised head row)"}  # fmt: skip
-    channel_lines = "\n".join(f"- `{n}`: {how[t]}" for n, t in targets.items())
+    channel_lines = "\n".join(f"  - `{n}`: {how[t]}" for n, t in targets.items())
     stage_lines = "\n".join(
         f"| {name} | {s.get('seconds', 0):.0f} | {s.get('steps_done', s.get('steps', '')) if ('steps' in s or 'steps_done' in s) else ''} | {s.get('start', s.get('skipped', ''))} |"
         for name, s in data["stages"].items()
     )
-    prov = "\n".join(f"- {k}: from the {src} ({why})" for k, (src, why) in i["plan_provenance"].items())
+    prov = "\n".join(f"  - {k}: from the {src} ({why})" for k, (src, why) in i["plan_provenance"].items())
     counts = i.get("transfer_counts") or {}
     never_worse = all(c != "zeroshot" for c in v["choice"].values()) if zero else None
     return f"""# Model card: {m['name']} {m['version']}
@@ -83,7 +83,7 @@ draws must be checked and edited by a clinician before planning.
 ## What it is
 - Fitted by `cervicontour fit` from `{i['spec']}` to the cohort `{d['cohort']}`.
 - Outputs: {', '.join(m['structures'])}{' (CTVn composed from the nodal groups the clinician chooses)' if any(n.startswith('LN_') for n in m['structures']) else ''}.
-- Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (better on validation): {', '.join(m['fallback_structures']) or 'none'}.
+- Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (the fit showed no gain beyond its standard error on validation): {', '.join(m['fallback_structures']) or 'none'}{' — model.pt holds the init too, and predict runs both networks' if m['fallback_structures'] else ''}.
 
 ## Data
 - {len(d['train_patients'])} training and {len(d['val_patients'])} validation patients ({d['split']}); labelled structures: {', '.join(d['structures'])}.
@@ -109,7 +109,7 @@ draws must be checked and edited by a clinician before planning.
 {chr(10).join(rows)}
 
 Five-structure mean Dice: {_f(final['mean_dice'])} (zero-shot {_f(zero['mean_dice']) if zero else '–'}).
-{'Per structure the better of the fitted model and the zero-shot init was chosen, so no structure ships below the zero-shot model on these patients.' if zero else 'The init predicts none of these structures: no zero-shot comparison.'}{'' if never_worse is None else (' The fitted model won every structure.' if never_worse else ' Some structures keep the zero-shot prediction (fallback).')}
+{'Per structure the fitted model replaces the zero-shot init only where its paired validation gain is at least its standard error; elsewhere the init predicts, so no structure ships below the zero-shot model on these patients.' if zero else 'The init predicts none of these structures: no zero-shot comparison.'}{'' if never_worse is None else (' The fitted model won every structure.' if never_worse else ' Some structures keep the zero-shot prediction (fallback).')}
 
 ## Limitations
 - Validated on {len(d['val_patients'])} patients of the same cohort: the spread is wide and the numbers say how the model

@@ -29,7 +29,8 @@ def score_model(model, cases, structures: Sequence[str], *, device: str = "cpu",
     per_case: dict[str, dict] = {}
     for case in cases:
         image = case.load_image()
-        result = predict_case(image, model, device=device, nodal_groups=nodal_groups_for(case.note))
+        composes = any(n in model.plan.structures for n in ("LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic", "GTVn"))
+        result = predict_case(image, model, device=device, nodal_groups=nodal_groups_for(case.note) if composes else None)
         row = {}
         for name in structures:
             if not case.has(name) or name not in result.masks:
