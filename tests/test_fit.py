@@ -167,7 +167,8 @@ def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
     for name in FIVE:  # the assembled float16 model re-scored: fp16 rounding only
         assert final[name] >= zero[name] - 0.01, name
     model = load_model(out)
-    assert set(model.fallback_structures) == {n for n, c in select["choice"].items() if c == "zeroshot"}
+    frozen = set(record.stages["stage1"].get("frozen_channels", {}))  # parts no training patient had: the init's
+    assert set(model.fallback_structures) == {n for n, c in select["choice"].items() if c == "zeroshot"} | frozen
     card = (out / "card.md").read_text()
     assert "Not for clinical use without review" in card and "zero-shot" in card
     assert json.loads((out / "card.json").read_text())["schema"] == "cervicontour-card/1"
@@ -307,3 +308,12 @@ def test_a_nodal_choice_a_five_label_model_cannot_honour_is_an_error(five_label_
         assert not (tmp_path / "p").exists()
     result = CliRunner().invoke(app, ["predict", str(image), "--out", str(tmp_path / "p"), "--model", str(tmp_path / "five")])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("init", ["astra", "missing-model.pt", "nnunet:no-such-folder"])
+def test_an_unusable_init_is_refused_before_anything_is_written(five_label_cohort, tmp_path, init):
+    from cervicontour.errors import InputError
+
+    with pytest.raises(InputError, match="--init|no such model|missing-model"):
+        _fit(five_label_cohort, tmp_path / "m", tmp_path / init if init.endswith(".pt") else init)
+    assert not (tmp_path / "m").exists()

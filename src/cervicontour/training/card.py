@@ -22,7 +22,7 @@ def card_data(record, model) -> dict:
     return {
         "schema": CARD_SCHEMA,
         "model": {"name": model.name, "version": model.version, "path": export["model"], "structures": list(model.plan.structures),
-                  "refined": [model.refiner.structure] if model.refiner is not None else [],
+                  "refined": list(export["refined"]),
                   "fallback_structures": list(model.fallback_structures)},
         "data": {"cohort": record.cohort, "train_patients": plan["train_patients"], "val_patients": plan["val_patients"],
                  "split": plan["split"], "structures": plan["cohort_structures"], "para_aortic_patients": para,
@@ -74,6 +74,7 @@ def render(data: dict) -> str:
     )
     prov = "\n".join(f"  - {k}: from the {src} ({why})" for k, (src, why) in i["plan_provenance"].items())
     counts = i.get("transfer_counts") or {}
+    below = [n for n in d["structures"] if zero and np.isfinite(zero["dice"].get(n, np.nan)) and final["dice"][n] < zero["dice"][n]]
     never_worse = all(c != "zeroshot" for c in v["choice"].values()) if zero else None
     return f"""# Model card: {m['name']} {m['version']}
 
@@ -109,7 +110,7 @@ draws must be checked and edited by a clinician before planning.
 {chr(10).join(rows)}
 
 Five-structure mean Dice: {_f(final['mean_dice'])} (zero-shot {_f(zero['mean_dice']) if zero else '–'}).
-{'Per structure the fitted model replaces the zero-shot init only where its paired validation gain is at least its standard error; elsewhere the init predicts, so no structure ships below the zero-shot model on these patients.' if zero else 'The init predicts none of these structures: no zero-shot comparison.'}{'' if never_worse is None else (' The fitted model won every structure.' if never_worse else ' Some structures keep the zero-shot prediction (fallback).')}
+{'Per structure the fitted model replaces the zero-shot init only where its paired validation gain is at least its standard error; elsewhere the init predicts.' if zero else 'The init predicts none of these structures: no zero-shot comparison.'}{(' Measured on these patients, no structure is below zero-shot.' if not below else f" Measured on these patients, below zero-shot: {', '.join(below)} (float16 storage, or a kept structure next to a refined one).") if zero else ''}{'' if never_worse is None else (' The fitted model won every structure.' if never_worse else ' Some structures keep the zero-shot prediction (fallback).')}
 
 ## Limitations
 - Validated on {len(d['val_patients'])} patients of the same cohort: the spread is wide and the numbers say how the model

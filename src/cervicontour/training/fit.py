@@ -127,14 +127,14 @@ def fit(
         torch.set_num_threads(config.threads)
     clock = _Budget(config.budget_minutes * 60.0, record.elapsed_s(), t_start)
 
-    # ---- gate: before anything is written
+    # ---- gate: the init, the patients and the cohort's validation, before anything is written
+    source_model, source = _open_init(init)
+    cases = _cases(cohort)
     if not record.done("gate"):
         t = time.perf_counter()
         gate = _gate(cohort, emit)
         out.mkdir(parents=True, exist_ok=True)
         _finish(out, record, "gate", t, gate, emit)
-    cases = _cases(cohort)
-    source_model, source = _open_init(init)
 
     # ---- plan: split, fingerprint, provenance of each plan field
     if not record.done("plan"):
@@ -173,7 +173,9 @@ def fit(
             info = {"applicable": True, **score_model(source_model, val_cases, compounds, device=config.device, on_case=_counter(emit, "zeroshot", len(val_cases)))}
         else:
             info["why"] = "the init predicts none of the cohort's structures by name" if source_model is not None else "no init model (from scratch or an encoder-only source)"
-        info["seconds_per_case"] = (time.perf_counter() - t) / max(len(val_cases), 1)
+        # seconds to predict one patient (what selection and the refiner's inputs cost): measured on the
+        # init when it was scored, else a conservative guess for this CPU
+        info["seconds_per_case"] = (time.perf_counter() - t) / max(len(val_cases), 1) if info["applicable"] else 10.0
         _finish(out, record, "zeroshot", t, info, emit)
     zero = record.stages["zeroshot"]
     per_case_eval_s = max(float(zero.get("seconds_per_case", 2.0)), 0.5)
@@ -188,7 +190,7 @@ def fit(
         frozen = [n for n, how in channels.source.items() if how == "parts" and not any(v["parts_voxels"].get(n, 0) for p, v in per_patient.items() if p in train_ids)]
         train_config = _train_config(channels, config).replace(unlabelled_ok=tuple(frozen) or None)
         if "steps" not in stage:  # the budget becomes a step count once, when the stage first starts
-            reserve = max(_RESERVE_FLOOR_S, per_case_eval_s * len(val_cases) * 3 + per_case_eval_s * len(train_cases))
+            reserve = max(_RESERVE_FLOOR_S, per_case_eval_s * len(val_cases) * 3 + per_case_eval_s * (len(train_cases) + len(val_cases)))
             available = clock.left() - reserve
             share = config.stage1_share if has_refiner_stage else 1.0
             emit("stage1", 0, 1, "measuring the speed of a training step")
@@ -206,6 +208,7 @@ def fit(
     from cervicontour.model import load_model
 
     stage1 = load_model(stage1_dir)  # stage 1 alone: no second stage (the init's refiner is where the refiner stage starts)
+    stage1.meta["fit_frozen_channels"] = list(record.stages["stage1"].get("frozen_channels", {}))
 
     # ---- refiner
     refiner_dir = out / "work" / "refiner"
@@ -236,12 +239,14 @@ def fit(
     if not record.done("export"):
         t = time.perf_counter()
         emit("export", 0, 1, "assembling the chosen model")
+        from cervicontour.pipeline import active_refiner
+
         staged = out / "work" / "model.pt"  # moved into place last: a model.pt in OUT is a finished fit's
         final = _assemble(stage1, refined, source_model, choice, staged, name=f"fit-{out.name}")
         final_scores = score_model(final, val_cases, compounds, device=config.device, on_case=_counter(emit, "export: final model", len(val_cases)))
         info = {"model": str(out / "model.pt"), "validation": {k: final_scores[k] for k in ("dice", "dice_sd", "hd95_mm", "mean_dice")},
                 "per_case": final_scores["per_case"], "fallback_structures": list(final.fallback_structures),
-                "refined": final.refiner is not None}  # fmt: skip
+                "refined": [r.structure for r in [active_refiner(final)] if r is not None]}  # fmt: skip
         from cervicontour.training.card import write_card
 
         record.stages["export"] = {**info, "status": "running"}
@@ -293,12 +298,19 @@ def _open_init(init: str):
         if not (folder / "plans.json").is_file():
             raise InputError(f"--init {spec}: {folder} has no plans.json; expected an nnU-Net v2 results folder (plans.json, dataset.json, fold_*/checkpoint_final.pth)")
         return None, transfer.open_source(folder)
+    if transfer.is_merlin_spec(spec):
+        raise InputError(f"--init {spec}: fit transfers from a segmentation model (default, a run folder, a model.pt) or nnunet:DIR; "
+                         f"a Merlin encoder has no segmentation head to start from: use `cervicontour train --init {spec}` for it")
     source = transfer.open_source(spec)
     if source.kind != "cervicontour":
         return None, source
     from cervicontour.model import load_model
 
-    return load_model(spec), source
+    model = load_model(spec)
+    if model.fallback is not None:
+        raise InputError(f"--init {spec}: this fitted model predicts {', '.join(model.fallback_structures)} with a second network it keeps from "
+                         "its own init; fit from that init instead (its card names it), or from a model without a fallback")
+    return model, source
 
 
 def _predicts(model) -> set[str]:
@@ -410,7 +422,8 @@ def _run_refiner(stage1, source_model, train_cases, val_cases, folder: Path, rec
             image = case.load_image()
             order, _ = lps_axes(image.direction)
             spacings.append([image.spacing_mm[a] for a in order])
-        refiner = new_refiner("CTVn", ("CTVp", "Anorectum", "Bladder"), np.min(spacings, 0), np.max(spacings, 0), seed=config.seed)
+        context = tuple(n for n in ("CTVp", "Anorectum", "Bladder") if n in stage1.plan.structures)
+        refiner = new_refiner("CTVn", context, np.min(spacings, 0), np.max(spacings, 0), seed=config.seed)
         start = "a new refiner (zero-initialised correction: the identity until trained)"
     counter = _counter(emit, "refiner: stage-1 outputs", len(train_cases) + len(val_cases))
     t_cases = time.perf_counter()
@@ -468,7 +481,10 @@ def _assemble(stage1, refined, source_model, choice: dict, path: Path, *, name: 
     from cervicontour.model import load_model, save_model
 
     main = refined if choice.get("CTVn") == "stage1+refiner" and refined is not None else stage1
+    frozen = tuple(stage1.meta.get("fit_frozen_channels", ()))
     kept = tuple(n for n, c in choice.items() if c == "zeroshot")
+    if source_model is not None:  # a channel no patient trained (e.g. no note included para-aortic nodes) stays the init's
+        kept += tuple(n for n in frozen if n in source_model.plan.structures and n not in kept)
     meta = {**stage1.meta, "fit": {"choice": choice, "fallback_structures": list(kept)}}
     from cervicontour import __version__
 

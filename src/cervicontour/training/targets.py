@@ -24,6 +24,7 @@ modified) that the trainer reads like any other.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,8 @@ import numpy as np
 from cervicontour.structures import COMPOUND
 from cervicontour.validate.notes import nodal_groups_for, para_aortic_included
 
+#: per-patient record of what its targets are, inside the patient's target folder
+TARGETS_RECORD = "targets.json"
 #: Below this source probability a voxel of the compound takes the part of the nearest voxel that
 #: the source assigns with at least this confidence (the source's parts rarely reach the edge of a
 #: wider hospital margin).
@@ -185,7 +188,8 @@ def write_targets(
         folder = out / case.patient_id
         info: dict = {"para_aortic": para_aortic_included(case.note), "parts_voxels": {}, "distilled": []}
         record[case.patient_id] = info
-        if folder.is_dir():
+        if folder.is_dir():  # written before a kill: its record is inside it
+            record[case.patient_id] = json.loads((folder / TARGETS_RECORD).read_text())
             if on_case:
                 on_case(case.patient_id)
             continue
@@ -216,6 +220,7 @@ def write_targets(
         write_case(staging, case.patient_id, None if linkable else image, masks)
         if linkable:
             _link(source_file, staging / case.patient_id / ("image" + source_file.name[len(strip_nifti_suffix(source_file.name)):]))
+        (staging / case.patient_id / TARGETS_RECORD).write_text(json.dumps(info))
         os.replace(staging / case.patient_id, folder)
         shutil.rmtree(staging, ignore_errors=True)
         if on_case:
