@@ -68,11 +68,11 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
             "model": model_payload(fallback.network, fallback.plan, fallback.arch, name=fallback.name, version=fallback.version,
                                    config_sha256=fallback.config_sha256, meta=fallback.meta, half=half, refiner=fallback.refiner),
         }  # fmt: skip
+    from cervicontour.io.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

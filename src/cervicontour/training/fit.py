@@ -154,13 +154,7 @@ def fit(
     targets_dir = out / "work" / "targets"
     if not record.done("targets"):
         t = time.perf_counter()
-        done = {"n": 0}
-
-        def one(pid):
-            done["n"] += 1
-            emit("targets", done["n"], len(cases), pid)
-
-        per_case = write_targets(train_cases + val_cases, source_model, channels, targets_dir, on_case=one)
+        per_case = write_targets(train_cases + val_cases, source_model, channels, targets_dir, on_case=_counter(emit, "targets", len(cases)))
         _finish(out, record, "targets", t, {"folder": str(targets_dir), "per_patient": per_case, "channels": channels.to_dict()}, emit)
 
     # ---- zero-shot: the init on the validation patients
@@ -208,7 +202,6 @@ def fit(
     from cervicontour.model import load_model
 
     stage1 = load_model(stage1_dir)  # stage 1 alone: no second stage (the init's refiner is where the refiner stage starts)
-    stage1.meta["fit_frozen_channels"] = list(record.stages["stage1"].get("frozen_channels", {}))
 
     # ---- refiner
     refiner_dir = out / "work" / "refiner"
@@ -242,7 +235,8 @@ def fit(
         from cervicontour.pipeline import active_refiner
 
         staged = out / "work" / "model.pt"  # moved into place last: a model.pt in OUT is a finished fit's
-        final = _assemble(stage1, refined, source_model, choice, staged, name=f"fit-{out.name}")
+        frozen = tuple(record.stages["stage1"].get("frozen_channels", {}))
+        final = _assemble(stage1, refined, source_model, choice, frozen, staged, name=f"fit-{out.name}")
         final_scores = score_model(final, val_cases, compounds, device=config.device, on_case=_counter(emit, "export: final model", len(val_cases)))
         info = {"model": str(out / "model.pt"), "validation": {k: final_scores[k] for k in ("dice", "dice_sd", "hd95_mm", "mean_dice")},
                 "per_case": final_scores["per_case"], "fallback_structures": list(final.fallback_structures),
@@ -475,13 +469,12 @@ def _with_refiner(stage1, path: Path):
     return model
 
 
-def _assemble(stage1, refined, source_model, choice: dict, path: Path, *, name: str):
+def _assemble(stage1, refined, source_model, choice: dict, frozen: tuple[str, ...], path: Path, *, name: str):
     """The shipped model: stage 1 (with the refiner when CTVn chose it), the zero-shot model as
     the fallback for the structures it kept; written float16 to ``path`` and re-read."""
     from cervicontour.model import load_model, save_model
 
     main = refined if choice.get("CTVn") == "stage1+refiner" and refined is not None else stage1
-    frozen = tuple(stage1.meta.get("fit_frozen_channels", ()))
     kept = tuple(n for n, c in choice.items() if c == "zeroshot")
     if source_model is not None:  # a channel no patient trained (e.g. no note included para-aortic nodes) stays the init's
         kept += tuple(n for n in frozen if n in source_model.plan.structures and n not in kept)
@@ -515,8 +508,7 @@ def _counter(emit, stage: str, total: int):
 def _finish(out: Path, record: FitRecord, stage: str, t0: float, info: dict, emit=None) -> None:
     if emit is not None:
         emit(stage, 1, 1, "done")
-    previous = float(record.stages.get(stage, {}).get("seconds", 0.0)) if record.stages.get(stage, {}).get("status") == "running" else 0.0
-    record.stages[stage] = {**info, "status": "done", "seconds": round(previous + time.perf_counter() - t0, 1)}
+    record.stages[stage] = {**info, "status": "done", "seconds": round(time.perf_counter() - t0, 1)}  # this run's time (a killed run's is not recorded)
     _write_record(out, record)
 
 

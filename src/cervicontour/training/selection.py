@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cervicontour.structures import COMPOUND
+
 
 def score_model(model, cases, structures: Sequence[str], *, device: str = "cpu", on_case: Callable[[str], None] | None = None) -> dict:
     """Dice and HD95 per structure and patient.
@@ -29,7 +31,7 @@ def score_model(model, cases, structures: Sequence[str], *, device: str = "cpu",
     per_case: dict[str, dict] = {}
     for case in cases:
         image = case.load_image()
-        composes = any(n in model.plan.structures for n in ("LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic", "GTVn"))
+        composes = bool(set(model.plan.structures) & set(COMPOUND["CTVn"]))
         result = predict_case(image, model, device=device, nodal_groups=nodal_groups_for(case.note) if composes else None)
         row = {}
         for name in structures:
