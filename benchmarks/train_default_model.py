@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cervicontour.structures import NODAL_OUTPUTS, PRIMARY
+from cervicontour.structures import DEFAULT_OUTPUTS, NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.5.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage)
+VERSION = "0.6.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage); 0.6 = 0.5 fine-tuned with the CTVp parts (Cervix, GTVp, Uterus, Vagina)
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--finetune-steps", type=int, default=1500)
-    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "adapt", "refine", "candidate", "select", "ship", "evaluate"])
+    parser.add_argument("--stage", default="all", choices=["all", "data", "pretrain", "finetune", "continue", "nodal", "nodal-continue", "adapt", "parts", "ship-parts", "refine", "candidate", "select", "ship", "evaluate"])
     parser.add_argument("--nodal-steps", type=int, default=1500, help="steps of the nodal-group fine-tune (stage nodal)")
     parser.add_argument("--ship-run", default=None, help="ship this run (a folder name under WORK) instead of the better nodal fine-tune on validation")
     parser.add_argument("--continue-steps", type=int, default=0, help="steps of the lr-1e-3 continuation (stage nodal-continue: 0 means 1000; stage continue: 0 means none)")
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument("--phantom", type=int, default=1, choices=[1, 2], help="anatomy version of the cohorts (cervicontour.synth.anatomy.PHANTOMS)")
     parser.add_argument("--adapt-from", type=Path, default=None, help="stage adapt: the nodal run to continue on --phantom's target cohort (WORK/finetune_nodal_adapted)")
+    parser.add_argument("--parts-minutes", type=float, default=40.0, help="stage parts: training time of the CTVp-parts fine-tune of the shipped model")
     parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
     parser.add_argument("--adapt-run", default="finetune_nodal_adapted", help="stage adapt: the run folder under WORK (a further adaptation of an adapted run: finetune_nodal_adapted2)")
     parser.add_argument("--refine-from", type=Path, default=None, help="stage refine: the stage-1 run whose CTVn to refine (default WORK/finetune_nodal_adapted2)")
@@ -141,6 +142,17 @@ def main() -> None:
         config = TrainConfig(structures=NODAL_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_every=250, val_cases=8, folds=5, seed=2, threads=args.threads)
         config = config.replace(**common, **timed(args.adapt_minutes))
         train(cohort(data, "target", phantom), adapted, config, init=args.adapt_from, resume=(adapted / "checkpoint_last.pt").is_file(), on_progress=progress("adapt"))
+        return
+    if args.stage == "parts":  # the shipped model fine-tuned with four more channels: the CTVp's parts
+        shipped = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
+        run = work / "finetune_parts"
+        config = TrainConfig(structures=DEFAULT_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full")
+        config = config.replace(**common, **timed(args.parts_minutes))
+        train(cohort(data, "target", phantom), run, config, init=shipped, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("parts"))
+        return
+    if args.stage == "ship-parts":
+        ship_parts(work / "finetune_parts")
+        evaluate(work, data, phantom)
         return
     if args.stage == "refine":
         train_ctvn_refiner(args.refine_from or work / "finetune_nodal_adapted2", work / "refiner_ctvn", cohort(data, "target", phantom), steps=args.refine_steps)
@@ -461,6 +473,25 @@ def ship(fine_run: Path, work: Path, phantom: int, refiner: Path | None = None) 
             raise SystemExit(f"{refiner} refines {second.meta['stage1']}, not the shipped run {stage1}")
         meta["refiner"] = {"file": str(refiner), **second.meta}
     save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True, refiner=second)
+    print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
+
+
+def ship_parts(run: Path) -> None:
+    """Ship the CTVp-parts fine-tune (stage ``parts``) of the shipped model: the shipped provenance
+    is kept and the fine-tune added under ``parts``; the shipped CTVn refiner is kept (its inputs,
+    CTVp/Anorectum/Bladder from stage 1, come from the fine-tuned network now: the test evaluation
+    that follows measures the pair)."""
+    from cervicontour.model import load_model, save_model
+
+    target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
+    shipped, model = load_model(target), load_model(run)
+    info = json.loads((run / "run.json").read_text())
+    meta = dict(shipped.meta)
+    meta["parts"] = {"run": run.name, **{k: info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},
+                     "structures": list(model.plan.structures), "init": f"cervicontour-default {shipped.version}",
+                     "device": info["config"]["device"], "minutes": info["config"].get("max_minutes"),
+                     "patients": COHORTS["target"][0], "seed": COHORTS["target"][1]}
+    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True, refiner=shipped.refiner)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 
 

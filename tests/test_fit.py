@@ -25,17 +25,17 @@ TINY_FIT = {"budget_minutes": 30.0, "max_stage1_steps": 3, "max_refiner_steps": 
 
 @pytest.fixture(scope="module")
 def nodal_cohort(tmp_path_factory) -> Path:
-    """6 phantom patients (seed 11, halved) with the five compound masks *and* the nodal groups:
-    what the source model trains on."""
+    """6 phantom patients (seed 11, halved) with the five compound masks *and* their parts (nodal
+    groups, CTVp parts): what the source model trains on."""
     from cervicontour.cohort import load_cohort, write_case, write_notes
-    from cervicontour.structures import NODAL_OUTPUTS
+    from cervicontour.structures import DEFAULT_OUTPUTS
     from cervicontour.synth import synthesize_cohort
 
     full = synthesize_cohort(tmp_path_factory.mktemp("nodal_src") / "c", patients=6, seed=11, size="small")
     out = tmp_path_factory.mktemp("nodal") / "c"
     loaded = load_cohort(full)
     for case in loaded.cases():
-        keep = set(FIVE) | set(NODAL_OUTPUTS)
+        keep = set(FIVE) | set(DEFAULT_OUTPUTS)
         write_case(out, case.patient_id, halve(case.load_image()), {n: halve(case.load_structure(n)) for n in case.structure_names if n in keep})
     write_notes(out, {c.patient_id: c.note for c in loaded.cases()})
     return out
@@ -55,17 +55,18 @@ def five_label_cohort(nodal_cohort, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def source_model(nodal_cohort, tmp_path_factory) -> Path:
-    """A tiny stand-in for the default model: the eight default channels (nodal groups, no CTVn)
-    and an (untrained) CTVn refiner inside model.pt."""
+    """A tiny stand-in for the default model: the twelve default channels (nodal groups, no CTVn;
+    CTVp and its parts) and an (untrained) CTVn refiner inside model.pt."""
     from cervicontour.model import load_model, save_model, train
     from cervicontour.model.refine import new_refiner
-    from cervicontour.structures import NODAL_OUTPUTS
+    from cervicontour.structures import DEFAULT_OUTPUTS
 
     run = tmp_path_factory.mktemp("source") / "run"
-    train(nodal_cohort, run, TINY.replace(steps=2, structures=NODAL_OUTPUTS))
+    train(nodal_cohort, run, TINY.replace(steps=2, structures=DEFAULT_OUTPUTS))
     model = load_model(run)
     with torch.no_grad():  # a 2-step model stays near the 2 % prior everywhere: lift one nodal group so that a
-        model.network.decoder.seg_layers[-1].bias[list(NODAL_OUTPUTS).index("LN_Pelvic")] = 0.5  # CTVn exists for the refiner stage
+        for lifted in ("LN_Pelvic", "CTVp", "Uterus"):  # CTVn exists for the refiner stage; a CTVp to split into parts
+            model.network.decoder.seg_layers[-1].bias[list(DEFAULT_OUTPUTS).index(lifted)] = 0.5
     refiner = new_refiner("CTVn", ("CTVp", "Anorectum", "Bladder"), (6.0, 6.0, 8.0), (9.0, 9.0, 12.0), patch_size=(16, 16, 8))
     return save_model(run / "with_refiner.pt", model.network, model.plan, model.arch, name="tiny-source", version="0", config_sha256=model.config_sha256,
                       meta=model.meta, refiner=refiner)  # fmt: skip
@@ -121,6 +122,13 @@ def test_partition_is_exact_and_follows_the_most_probable_part():
     assert np.array_equal(parts["A"] | parts["B"], compound) and not (parts["A"] & parts["B"]).any()
     assert parts["A"][1:4].all() and not parts["A"][4:].any()
     assert parts["B"][4:9].all()
+    # gross disease lies on the anatomy: GTVp takes the voxels where it is >= 0.5, overlapping the anatomical part
+    g = np.zeros((10, 3, 3), np.float32)
+    g[2:5] = 0.7
+    g[0] = 0.9  # outside the compound: never taken
+    parts = partition_compound(compound, {"A": a, "B": b, "GTVp": g}, (1.0, 1.0, 1.0))
+    assert np.array_equal(parts["GTVp"], compound & (g >= 0.5)) and parts["GTVp"][2:5].all() and not parts["GTVp"][0].any()
+    assert parts["A"][1:4].all() and parts["B"][4:9].all() and not (parts["A"] & parts["B"]).any()
 
 
 def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
@@ -137,17 +145,21 @@ def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
     targets = record.stages["plan"]["channels"]["targets"]
     assert {n: targets[n] for n in ("Bladder", "CTVp", "LN_Pelvic", "LN_ParaAortic", "GTVn")} == {
         "Bladder": "label", "CTVp": "label", "LN_Pelvic": "parts", "LN_ParaAortic": "parts", "GTVn": "parts"}
-    # the nodal-group targets partition each patient's compound CTVn exactly; para-aortic only where the note says so
+    assert {n: targets[n] for n in COMPOUND["CTVp"]} == dict.fromkeys(COMPOUND["CTVp"], "parts")
+    # the part targets split each patient's compound CTVn and CTVp exactly (the anatomical parts
+    # without overlap, gross disease on them); para-aortic only where the note says so
     derived = load_cohort(out / "work" / "targets")
     for case in load_cohort(five_label_cohort).cases():
-        ctvn = case.load_structure("CTVn").array > 0
-        union, total = np.zeros_like(ctvn), 0
-        for part in COMPOUND["CTVn"]:
-            if derived[case.patient_id].has(part):
-                m = derived[case.patient_id].load_structure(part).array > 0
-                union |= m
-                total += int(m.sum())
-        assert np.array_equal(union, ctvn) and total == int(ctvn.sum()), case.patient_id
+        for compound, parts in COMPOUND.items():
+            whole = case.load_structure(compound).array > 0
+            union, total = np.zeros_like(whole), 0
+            for part in parts:
+                if derived[case.patient_id].has(part):
+                    m = derived[case.patient_id].load_structure(part).array > 0
+                    assert not (m & ~whole).any(), (case.patient_id, part)
+                    union |= m
+                    total += int(m.sum()) if part not in ("GTVp", "GTVn") else 0
+            assert np.array_equal(union, whole) and total == int(whole.sum()), (case.patient_id, compound)
         assert derived[case.patient_id].has("LN_ParaAortic") == para_aortic_included(case.note)
     # stage 1 ran the recorded step count; transfer kept the shared head rows
     assert record.stages["stage1"]["steps_done"] == record.stages["stage1"]["steps"] == 3
@@ -185,6 +197,15 @@ def test_predict_with_a_fitted_model_composes_ctvn_from_the_chosen_groups(fitted
     folder = path.parent
     mask = lambda n: read_volume(next(folder.rglob(f"{n}.nii.gz"))).array > 0  # noqa: E731
     assert np.array_equal(mask("CTVn"), mask("GTVn") | mask("LN_Pelvic"))
+    # the CTVp's parts split the predicted CTVp: each inside it, their union it, voxel for voxel
+    assert record["partitions"]["CTVp"] == ["Cervix", "GTVp", "Uterus", "Vagina"]
+    ctvp = mask("CTVp")
+    assert ctvp.any()
+    union = np.zeros_like(ctvp)
+    for part in record["partitions"]["CTVp"]:
+        assert not (mask(part) & ~ctvp).any(), part
+        union |= mask(part)
+    assert np.array_equal(union, ctvp)
 
 
 def test_validation_errors_stop_the_fit_and_name_the_patients(five_label_cohort, source_model, tmp_path):

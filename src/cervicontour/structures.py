@@ -108,11 +108,17 @@ COMPOUND: dict[str, tuple[str, ...]] = {
 #: ``LN_ParaAortic`` when the clinician's CTVn stops at the common iliac nodes — and training
 #: leaves it out of the loss for that case instead of teaching the model it is empty.
 ABSENT_MEANS_EMPTY: frozenset[str] = frozenset({"GTVp", "GTVn"})
+#: Gross disease: lies on the anatomical parts of its CTV (a tumour in the cervix is also Cervix),
+#: always inside its CTV.
+GROSS_DISEASE: frozenset[str] = frozenset({"GTVp", "GTVn"})
 #: The nodal groups a CTVn is composed of by default (the para-aortic group is a per-patient choice).
 DEFAULT_NODAL_GROUPS: tuple[str, ...] = ("GTVn", "LN_CommonIliac", "LN_Pelvic")
 #: The outputs of a model whose CTVn is composed at predict time: the other four primary structures
 #: and every CTVn part (the shipped default model's channels).
 NODAL_OUTPUTS: tuple[str, ...] = ("Bladder", "Anorectum", "CTVp", "Parametrium", *COMPOUND["CTVn"])
+#: The shipped default model's outputs: :data:`NODAL_OUTPUTS` and the CTVp's parts, which
+#: ``predict`` partitions the predicted CTVp into (every part inside it, their union the CTVp).
+DEFAULT_OUTPUTS: tuple[str, ...] = (*NODAL_OUTPUTS, *COMPOUND["CTVp"])
 
 
 def _key(name: str) -> str:

@@ -7,10 +7,13 @@ parts (the CTVn as its nodal groups ``GTVn``, ``LN_CommonIliac``, ``LN_Pelvic``,
 channel, where its training target comes from:
 
 * ``label``: the cohort has this structure: its own mask.
-* ``parts``: a part of a compound the cohort has (a nodal group of the CTVn): the cohort's compound
-  mask *partitioned* among the parts by the source's own part probabilities
-  (:func:`partition_compound`). The parts' union is exactly the clinicians' compound, so the
-  fitted model learns the hospital's CTVn while keeping the split the clinician chooses from.
+* ``parts``: a part of a compound the cohort has (a nodal group of the CTVn; Cervix, GTVp, Uterus,
+  Vagina of the CTVp): the cohort's compound mask *partitioned* among the parts by the source's
+  own part probabilities (:func:`cervicontour.postprocess.parts.partition_compound`, the rule
+  ``predict`` splits a predicted compound by). The parts' union is exactly the clinicians'
+  compound, so the fitted model learns the hospital's CTVn and CTVp while keeping the split the
+  clinician chooses from. A compound the source also predicts itself (the CTVp) trains on the
+  cohort's mask (``label``) beside its parts.
   The para-aortic group is a per-patient choice: its target exists only for patients whose note
   says the nodes were included (``"para-aortic nodes included"``); for the others it is unknown
   (left out of the loss), never "empty".
@@ -33,15 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cervicontour.postprocess.parts import partition_compound
 from cervicontour.structures import COMPOUND
 from cervicontour.validate.notes import nodal_groups_for, para_aortic_included
 
 #: per-patient record of what its targets are, inside the patient's target folder
 TARGETS_RECORD = "targets.json"
-#: Below this source probability a voxel of the compound takes the part of the nearest voxel that
-#: the source assigns with at least this confidence (the source's parts rarely reach the edge of a
-#: wider hospital margin).
-PART_CONFIDENCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def channel_plan(source_structures: Sequence[str] | None, cohort_structures: Seq
         compound = next((c for c, parts in COMPOUND.items() if name in parts), None)
         if name in cohort:
             plan[name] = "label"
-        elif compound is not None and compound in cohort and compound not in source_structures:
+        elif compound is not None and compound in cohort:
             plan[name] = "parts"
         else:
             plan[name] = "distilled"
@@ -89,54 +89,6 @@ def channel_plan(source_structures: Sequence[str] | None, cohort_structures: Seq
         if name not in plan and name not in composed:
             plan[name] = "new"
     return ChannelPlan(tuple(plan), plan)
-
-
-def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np.ndarray], spacing_mm, *, confidence: float = PART_CONFIDENCE) -> dict[str, np.ndarray]:
-    """Split a compound mask among its parts by the parts' probabilities.
-
-    Each voxel of ``compound`` goes to its most probable part; a voxel where no part reaches
-    ``confidence`` goes to the part of the nearest voxel (in mm, ``spacing_mm``) that one does.
-    A source that is nowhere that confident inside the compound (an untrained or foreign one)
-    lowers the bar to half its highest part probability there, so its relative preferences still
-    decide.
-
-    Args:
-        compound: ``(X, Y, Z)`` binary mask.
-        part_probabilities: part name → ``(X, Y, Z)`` probabilities on the same grid (the
-            allowed parts only; order breaks ties).
-        spacing_mm: voxel spacing, for the nearest-voxel distances.
-
-    Returns:
-        part name → bool mask. The masks are pairwise disjoint and their union is ``compound``,
-        voxel for voxel. With all probabilities zero, everything goes to the first part.
-
-    Example:
-        >>> c = np.ones((4, 1, 1), bool)
-        >>> p = {"A": np.array([.9, .2, 0, 0])[:, None, None], "B": np.array([.1, .6, 0, 0])[:, None, None]}
-        >>> {k: v.ravel().astype(int).tolist() for k, v in partition_compound(c, p, (1, 1, 1)).items()}
-        {'A': [1, 0, 0, 0], 'B': [0, 1, 1, 1]}
-    """
-    from scipy import ndimage
-
-    names = list(part_probabilities)
-    inside = np.asarray(compound) > 0
-    out = {n: np.zeros(inside.shape, bool) for n in names}
-    if not inside.any() or not names:
-        return out
-    probs = np.stack([np.asarray(part_probabilities[n], np.float32) for n in names])
-    best = np.argmax(probs, axis=0)
-    top = probs.max(axis=0)
-    bar = min(confidence, 0.5 * float(top[inside].max()))
-    confident = (top >= bar) & (top > 0)
-    if not confident.any():
-        out[names[0]] = inside.copy()
-        return out
-    if not confident[inside].all():
-        _, nearest = ndimage.distance_transform_edt(~confident, sampling=spacing_mm, return_indices=True)
-        best = best[tuple(nearest)]  # every voxel takes the choice of its nearest confident voxel
-    for k, n in enumerate(names):
-        out[n] = inside & (best == k)
-    return out
 
 
 def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.ndarray]:

@@ -1,0 +1,83 @@
+"""Split a compound target (CTVn, CTVp) into its parts: one rule for ``fit``'s targets and ``predict``.
+
+A hospital contours the compound masks only; the clinician still chooses parts per patient
+(which nodal groups make the CTVn; the CTVp's Cervix, GTVp, Uterus, Vagina). A model's part
+channels give, voxel by voxel, how probable each part is; :func:`partition_compound` turns them
+into masks that are *exactly* a split of the compound:
+
+* the anatomical parts (Cervix, Uterus, Vagina; LN_CommonIliac, LN_Pelvic, LN_ParaAortic) tile
+  the compound without overlap: each compound voxel goes to its most probable one (a voxel where
+  none is confident takes the choice of the nearest voxel where one is);
+* gross disease (GTVp, GTVn: :data:`~cervicontour.structures.GROSS_DISEASE`) lies *on* that
+  anatomy: it takes the compound voxels where its probability reaches 0.5, overlapping the
+  anatomical part there (a tumour in the cervix is GTVp and Cervix, as clinicians draw it).
+
+So every part lies inside the compound and the parts' union is the compound, voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from cervicontour.structures import GROSS_DISEASE
+
+#: Below this probability a voxel of the compound takes the anatomical part of the nearest voxel
+#: that one reaches (a source's parts rarely reach the edge of a wider hospital margin).
+PART_CONFIDENCE = 0.05
+
+
+def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np.ndarray], spacing_mm, *, confidence: float = PART_CONFIDENCE) -> dict[str, np.ndarray]:
+    """Split a compound mask among its parts by the parts' probabilities (see the module docstring).
+
+    A source that is nowhere ``confidence``-confident inside the compound (an untrained or foreign
+    one) lowers the bar to half its highest anatomical-part probability there, so its relative
+    preferences still decide. With only gross-disease parts given, they are treated as anatomical.
+
+    Args:
+        compound: ``(X, Y, Z)`` binary mask.
+        part_probabilities: part name → ``(X, Y, Z)`` probabilities on the same grid (the chosen
+            parts only; order breaks ties).
+        spacing_mm: voxel spacing, for the nearest-voxel distances.
+
+    Returns:
+        part name → bool mask: each inside ``compound``, their union ``compound``; the anatomical
+        parts pairwise disjoint. With all probabilities zero, everything goes to the first
+        anatomical part.
+
+    Example:
+        >>> c = np.ones((4, 1, 1), bool)
+        >>> p = {"Cervix": np.array([.9, .2, 0, 0]), "Uterus": np.array([.1, .6, 0, 0]), "GTVp": np.array([.7, 0, 0, 0])}
+        >>> p = {k: v[:, None, None] for k, v in p.items()}
+        >>> {k: v.ravel().astype(int).tolist() for k, v in partition_compound(c, p, (1, 1, 1)).items()}
+        {'Cervix': [1, 0, 0, 0], 'Uterus': [0, 1, 1, 1], 'GTVp': [1, 0, 0, 0]}
+    """
+    from scipy import ndimage
+
+    names = list(part_probabilities)
+    inside = np.asarray(compound) > 0
+    out = {n: np.zeros(inside.shape, bool) for n in names}
+    if not inside.any() or not names:
+        return out
+    anatomical = [n for n in names if n not in GROSS_DISEASE] or names
+    for n in names:
+        if n not in anatomical:
+            out[n] = inside & (np.asarray(part_probabilities[n]) >= 0.5)
+    probs = np.stack([np.asarray(part_probabilities[n], np.float32) for n in anatomical])
+    best = np.argmax(probs, axis=0)
+    top = probs.max(axis=0)
+    bar = min(confidence, 0.5 * float(top[inside].max()))
+    confident = (top >= bar) & (top > 0)
+    if not confident.any():
+        out[anatomical[0]] = inside.copy()
+        return out
+    if not confident[inside].all():
+        _, nearest = ndimage.distance_transform_edt(~confident, sampling=spacing_mm, return_indices=True)
+        best = best[tuple(nearest)]  # every voxel takes the choice of its nearest confident voxel
+    for k, n in enumerate(anatomical):
+        out[n] = inside & (best == k)
+    return out
+
+
+__all__ = ["PART_CONFIDENCE", "partition_compound"]
