@@ -1,8 +1,9 @@
-"""CTV sub-structure composition: union of the chosen parts, missing parts reported, the choice logged."""
+"""CTV sub-structure composition: union of the chosen parts, a part the case lacks refused, the choice logged."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 
 import numpy as np
@@ -56,9 +57,9 @@ def test_union_counts_shared_voxels_once_and_checks_grids():
 
 def test_compose_writes_union_backs_up_previous_and_logs_who_when_which(case):
     when = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
-    (result,) = compose_case(case, {"CTVn": "LN_Pelvic,LN_CommonIliac,LN_ParaAortic"}, who="dr.tester", when=when)
+    (result,) = compose_case(case, {"CTVn": "LN_Pelvic,LN_CommonIliac"}, who="dr.tester", when=when)
     voxel_cc = 1.5 * 2.0 * 3.0 / 1000
-    assert result.used == ("LN_Pelvic", "LN_CommonIliac") and result.missing == ("LN_ParaAortic",)
+    assert result.used == ("LN_Pelvic", "LN_CommonIliac")
     assert result.volume_cc == pytest.approx((144 + 96 - 16) * voxel_cc)
     assert result.previous_cc == pytest.approx(voxel_cc)
     written = read_nifti(case / "structures" / "CTVn.nii.gz")
@@ -66,15 +67,18 @@ def test_compose_writes_union_backs_up_previous_and_logs_who_when_which(case):
     assert (case / "history" / "20250304T050607Z" / "CTVn.nii.gz").is_file()
     (record,) = read_log(case)
     assert (record["who"], record["when"], record["target"]) == ("dr.tester", "2025-03-04T05:06:07+00:00", "CTVn")
-    assert record["requested"] == ["LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic"]
-    assert record["missing"] == ["LN_ParaAortic"] and "composed from the parts that exist" in record["note"]
+    assert record["requested"] == record["used"] == ["LN_Pelvic", "LN_CommonIliac"] and "missing" not in record
+    # the hashes of the part files used and of the mask written, recomputed here with hashlib
+    sub = case / "structures" / "sub"
+    assert record["parts_sha256"] == {n: hashlib.sha256((sub / f"{n}.nii.gz").read_bytes()).hexdigest() for n in ("LN_Pelvic", "LN_CommonIliac")}
+    assert record["sha256"] == hashlib.sha256((case / "structures" / "CTVn.nii.gz").read_bytes()).hexdigest()
     assert json.loads((case / "compose_log.jsonl").read_text().splitlines()[0])["backup"] == "history/20250304T050607Z/CTVn.nii.gz"
 
 
 def test_compose_both_targets_and_a_new_target_has_no_backup(case):
-    results = compose_case(case, {"CTVn": ["LN_Pelvic"], "CTVp": "Cervix,Uterus"}, who="x")
+    results = compose_case(case, {"CTVn": ["LN_Pelvic"], "CTVp": "Cervix"}, who="x")
     assert [r.target for r in results] == ["CTVn", "CTVp"]
-    assert results[1].backup is None and results[1].previous_cc is None and results[1].missing == ("Uterus",)
+    assert results[1].backup is None and results[1].previous_cc is None and results[1].used == ("Cervix",)
     assert int(read_nifti(case / "structures" / "CTVp.nii.gz").array.sum()) == 8
     assert len(read_log(case)) == 2
 
@@ -90,9 +94,33 @@ def test_the_gtv_is_always_composed_in(case):
 
 
 def test_compose_refuses_when_no_requested_part_exists_and_writes_nothing(case):
-    with pytest.raises(InputError, match="none of the requested CTVp parts \\(Uterus, GTVp\\) exists; the case has Cervix"):
+    with pytest.raises(InputError, match="CTVp parts Uterus, GTVp not in this case \\(no mask file\\); it has Cervix"):
         compose_case(case, {"CTVn": "LN_Pelvic", "CTVp": "Uterus,GTVp"}, who="x")
     assert read_log(case) == [] and int(read_nifti(case / "structures" / "CTVn.nii.gz").array.sum()) == 1
+
+
+def test_a_chosen_part_the_case_lacks_is_an_error_even_beside_parts_it_has(case):
+    """The para-aortic group chosen on a case without its mask: refused, naming it and what the
+    case has, and nothing written (not a CTVn silently composed from the other two)."""
+    before = {p: p.read_bytes() for p in case.rglob("*") if p.is_file()}
+    with pytest.raises(InputError) as caught:
+        compose_case(case, {"CTVn": "LN_Pelvic,LN_CommonIliac,LN_ParaAortic"}, who="x")
+    message = str(caught.value)
+    assert "CTVn part LN_ParaAortic not in this case" in message and "it has LN_CommonIliac, LN_Pelvic" in message
+    assert "nothing was written" in message
+    assert {p: p.read_bytes() for p in case.rglob("*") if p.is_file()} == before
+    with pytest.raises(InputError, match="CTVp parts Uterus, Vagina not in this case .*it has Cervix"):  # both targets checked first
+        compose_case(case, {"CTVn": "LN_Pelvic", "CTVp": "Cervix,Uterus,Vagina"}, who="x")
+    assert {p: p.read_bytes() for p in case.rglob("*") if p.is_file()} == before
+
+
+def test_an_empty_part_is_a_valid_choice(case):
+    """A GTVn mask with no voxel (the patient has no pathological node) exists: choosing it is fine."""
+    write_nifti(_box((0, 0, 0), (0, 0, 0)), case / "structures" / "sub" / "GTVn.nii.gz")
+    (result,) = compose_case(case, {"CTVn": "GTVn,LN_Pelvic"}, who="x")
+    assert result.used == ("GTVn", "LN_Pelvic") and result.added == ()
+    assert int(read_nifti(case / "structures" / "CTVn.nii.gz").array.sum()) == 144
+    assert set(read_log(case)[0]["parts_sha256"]) == {"GTVn", "LN_Pelvic"}
     with pytest.raises(InputError, match="no structures/ folder"):
         compose_case(case / "nothing", {"CTVn": "LN_Pelvic"}, who="x")
 

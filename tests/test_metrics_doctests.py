@@ -16,6 +16,7 @@ MODULES = [
     "cervicontour.metrics.moments",
     "cervicontour.metrics.nearest",
     "cervicontour.metrics.overlap",
+    "cervicontour.metrics.parts",
     "cervicontour.metrics.summary",
     "cervicontour.metrics.surface",
     "cervicontour.report.metrics_report",

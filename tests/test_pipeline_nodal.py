@@ -128,3 +128,88 @@ def test_the_parts_union_is_the_composed_target(refined):
     np.testing.assert_array_equal(ctvn, _box(5, 17) if refined else _box(6, 16))
     union = result.masks["LN_Pelvic"].array | result.masks["LN_CommonIliac"].array
     np.testing.assert_array_equal(union, ctvn)
+
+
+# ----------------------------------------------------------------------------- the choice, logged
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _predict_logged(tmp_path, out, **options):
+    """predict() of the band image with the in-memory BandNet model; the case's compose_log.jsonl."""
+    from unittest import mock
+
+    from cervicontour.io import write_nifti
+    from cervicontour.pipeline import predict
+
+    ct = tmp_path / "P1.nii.gz"
+    if not ct.exists():
+        write_nifti(_image(), ct)
+    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+        [record] = predict(ct, out, model="bands", **options)
+    return [json.loads(line) for line in (record.parent / "compose_log.jsonl").read_text().splitlines()]
+
+
+def test_predict_logs_the_chosen_groups_with_the_hashes_of_the_masks_it_wrote(tmp_path):
+    import datetime as dt
+
+    from cervicontour.io import read_nifti
+
+    start = dt.datetime.now(dt.timezone.utc)
+    [record] = _predict_logged(tmp_path, tmp_path / "out", nodal_groups=["pelvicLN", "LN_PA"], who="dr.pa")
+    case = tmp_path / "out" / "P1"
+    sub = case / "structures" / "sub"
+    assert (record["action"], record["who"], record["target"], record["chosen_by"]) == ("predict", "dr.pa", "CTVn", "option")
+    assert record["requested"] == record["used"] == ["LN_Pelvic", "LN_ParaAortic"]
+    assert start <= dt.datetime.fromisoformat(record["when"]) <= dt.datetime.now(dt.timezone.utc)
+    # the hashes are those of the files on disk, recomputed with hashlib
+    assert record["parts_sha256"] == {n: _sha(sub / f"{n}.nii.gz") for n in ("LN_Pelvic", "LN_ParaAortic")}
+    assert record["path"] == "structures/CTVn.nii.gz" and record["sha256"] == _sha(case / "structures" / "CTVn.nii.gz")
+    # and the CTVn written is the union of the two chosen groups: the bands at i 6..12 and 16..24
+    ctvn = read_nifti(case / "structures" / "CTVn.nii.gz").array
+    np.testing.assert_array_equal(ctvn, _box(6, 12) | _box(16, 24))
+    np.testing.assert_array_equal(ctvn, read_nifti(sub / "LN_Pelvic.nii.gz").array | read_nifti(sub / "LN_ParaAortic.nii.gz").array)
+
+
+def test_the_default_choice_is_logged_too_and_says_what_the_model_does_not_predict(tmp_path):
+    [record] = _predict_logged(tmp_path, tmp_path / "out")
+    assert record["chosen_by"] == "default" and record["who"] is None
+    assert record["requested"] == ["GTVn", "LN_CommonIliac", "LN_Pelvic"]  # structures.DEFAULT_NODAL_GROUPS
+    assert record["used"] == ["LN_CommonIliac", "LN_Pelvic"]  # BandNet has no GTVn channel
+    assert "not predicted by the model: GTVn" in record["note"]
+
+
+def test_predict_again_replaces_its_own_log_but_never_a_clinicians(tmp_path):
+    from cervicontour.errors import InputError
+    from cervicontour.postprocess.compose import compose_case
+
+    out = tmp_path / "out"
+    _predict_logged(tmp_path, out, nodal_groups=["LN_Pelvic"], who="a")
+    [again] = _predict_logged(tmp_path, out, nodal_groups=["LN_Pelvic", "LN_CommonIliac"], who="b")  # the folder is predict's own
+    assert (again["who"], again["used"]) == ("b", ["LN_Pelvic", "LN_CommonIliac"])
+    compose_case(out / "P1", {"CTVn": "LN_Pelvic"}, who="dr.c")  # a clinician's choice now in the log
+    with pytest.raises(InputError, match="compose_log.jsonl"):
+        _predict_logged(tmp_path, out, who="d")
+    assert [r["action"] for r in map(json.loads, (out / "P1" / "compose_log.jsonl").read_text().splitlines())] == ["predict", "compose"]
+
+
+def test_the_cli_logs_who_chose_the_para_aortic_extension(tmp_path, monkeypatch):
+    from unittest import mock
+
+    from typer.testing import CliRunner
+
+    from cervicontour.cli import app
+    from cervicontour.io import write_nifti
+
+    write_nifti(_image(), tmp_path / "P1.nii.gz")
+    monkeypatch.setattr("getpass.getuser", lambda: "dr.login")
+    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+        for out, who in ((tmp_path / "a", []), (tmp_path / "b", ["--who", "dr.given"])):
+            result = CliRunner().invoke(app, ["predict", str(tmp_path / "P1.nii.gz"), "--out", str(out), "--para-aortic", *who])
+            assert result.exit_code == 0, result.output
+    log = {name: json.loads((tmp_path / name / "P1" / "compose_log.jsonl").read_text()) for name in ("a", "b")}
+    assert (log["a"]["who"], log["b"]["who"]) == ("dr.login", "dr.given")
+    assert log["a"]["requested"] == ["GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"] and log["a"]["chosen_by"] == "option"
+    assert log["a"]["used"] == ["LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"]

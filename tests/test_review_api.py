@@ -243,12 +243,34 @@ def test_compose_writes_a_new_mask_and_keeps_the_draft(out, client):
     assert (case / "structures" / "CTVn.nii.gz").read_bytes() == draft  # the model's draft is untouched
     log = json.loads((case / "review.json").read_text())["entries"]
     assert log[-1]["action"] == "compose" and log[-1]["compositions"][0]["sha256"] == _sha(case / result["id"])
+    assert log[-1]["compositions"][0]["parts_sha256"] == {p: _sha(sub / f"{p}.nii.gz") for p in parts}
     # the composed mask is listed and served, and can be decided on
     listed = [m for m in client.get("/api/cases/SYN001").json()["masks"] if m["id"] == result["id"]]
     assert listed and listed[0]["name"] == "CTVn" and listed[0]["kind"] == "composed"
     assert listed[0]["volume_cc"] == result["volume_cc"]
     assert client.get(f"/api/cases/SYN001/masks/{result['id']}").content == (case / result["id"]).read_bytes()
     assert client.post("/api/cases/SYN001/decisions", json={"reviewer": "a", "decisions": {result["id"]: {"decision": "accept"}}}).status_code == 200
+
+
+def test_compose_with_a_part_the_case_lacks_is_refused_and_writes_nothing(out, client):
+    """A choice the case cannot honour (its para-aortic mask removed): 400 naming the part, no
+    composed mask, no log entry; an empty part file (no node) is a valid choice."""
+    from cervicontour.io import read_nifti, write_nifti
+
+    case = out / "SYN001"
+    sub = case / "structures" / "sub"
+    (sub / "LN_ParaAortic.nii.gz").unlink(missing_ok=True)
+    before = {p: p.read_bytes() for p in case.rglob("*") if p.is_file()}
+    response = client.post("/api/cases/SYN001/compose", json={"reviewer": "a", "choices": {"CTVn": ["LN_Pelvic", "LN_ParaAortic"]}})
+    assert response.status_code == 400
+    assert "CTVn part LN_ParaAortic not in this case" in response.json()["detail"] and "it has " in response.json()["detail"]
+    assert {p: p.read_bytes() for p in case.rglob("*") if p.is_file()} == before
+    pelvic = read_nifti(sub / "LN_Pelvic.nii.gz")
+    write_nifti(pelvic.with_array(np.zeros(pelvic.shape, np.uint8)), sub / "GTVn.nii.gz")  # the patient has no node
+    response = client.post("/api/cases/SYN001/compose", json={"reviewer": "a", "choices": {"CTVn": ["GTVn", "LN_Pelvic"]}})
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["compositions"]
+    np.testing.assert_array_equal(read_nifti(case / result["id"]).array != 0, pelvic.array != 0)
 
 
 def test_compose_with_a_part_of_the_other_target_is_refused(client):

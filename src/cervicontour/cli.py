@@ -186,8 +186,14 @@ def evaluate(
     structures: Optional[str] = typer.Option(None, "--structures", help="Comma-separated (default: primary five)."),
     apl_tolerance_mm: float = typer.Option(0.0, "--apl-tolerance-mm", min=0.0, help="In-plane tolerance of the APL."),
     workers: int = typer.Option(1, "--workers", min=1, help="Cases evaluated in parallel processes."),
+    parts: bool = typer.Option(True, "--parts/--no-parts", help="Also score the CTV parts (structures/sub) both sides have, apart: <out>_parts.csv and its summary."),
 ) -> None:
-    """Score predicted contours against reference contours (overlap, surface, volume, editing)."""
+    """Score predicted contours against reference contours (overlap, surface, volume, editing).
+
+    The CTV parts (Cervix, GTVp, Uterus, Vagina; GTVn, LN_*) are scored apart, each with its
+    compound, when the reference and the prediction both have them; a GTVp/GTVn absent from the
+    reference and predicted is a false positive, absent from both is not scored.
+    """
     from rich.console import Console
     from rich.progress import Progress
 
@@ -207,7 +213,7 @@ def evaluate(
     with Progress(transient=True) as progress:
         task = progress.add_task("evaluating cases", total=None)
         result = _guard(
-            evaluate_cohort, ref, pred, structures=names, settings=settings, workers=workers,
+            evaluate_cohort, ref, pred, structures=names, settings=settings, workers=workers, parts=parts,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
     console = Console(stderr=True)
@@ -219,6 +225,17 @@ def evaluate(
     summary_path = out.with_name(f"{out.stem}_summary.csv")
     write_csv(summarize(result.rows, result.metric_columns), SUMMARY_COLUMNS, summary_path)
     typer.echo(f"wrote {len(result.rows)} rows to {out} and the per-structure summary to {summary_path}")
+    for line in result.part_notes:
+        console.print(f"parts: {line}", highlight=False)
+    if result.part_rows:
+        from cervicontour.metrics.parts import PART_SUMMARY_COLUMNS, summarize_parts
+
+        parts_path = out.with_name(f"{out.stem}_parts.csv")
+        write_csv(result.part_rows, result.part_columns, parts_path)
+        write_csv(summarize_parts(result.part_rows, result.metric_columns), PART_SUMMARY_COLUMNS, out.with_name(f"{out.stem}_parts_summary.csv"))
+        typer.echo(f"wrote {len(result.part_rows)} part rows to {parts_path} and their summary to {out.with_name(f'{out.stem}_parts_summary.csv')}")
+    elif parts:
+        typer.echo("no part scored: the reference or the prediction has no CTV parts (structures/sub)")
     if html:
         from cervicontour.report.metrics_report import write_metrics_report
 
@@ -226,6 +243,10 @@ def evaluate(
         notes = [settings_note, *result.unmatched, *result.warnings]
         page = write_metrics_report(result.rows, result.metric_columns, html, columns=result.columns, notes=notes)
         typer.echo(f"report: {page}")
+        if result.part_rows:
+            page = write_metrics_report(result.part_rows, result.metric_columns, html.with_name(f"{html.stem}_parts.html"), columns=result.part_columns,
+                                        title="Part-level evaluation (CTV parts)", notes=[settings_note, *result.part_notes])  # fmt: skip
+            typer.echo(f"parts report: {page}")
 
 
 def _findings_table(findings, title: str):
@@ -504,6 +525,7 @@ def predict(
         "'reference' = the groups each labelled cohort case's own contours include.",
     ),
     para_aortic: bool = typer.Option(False, "--para-aortic", help="Extend CTVn with the para-aortic nodes (adds LN_ParaAortic to the groups)."),
+    who: Optional[str] = typer.Option(None, "--who", help="Who chooses the nodal groups (logged in each case's compose_log.jsonl; default: the login name)."),
     force: bool = typer.Option(False, "--force", help="Predict an image the input gate finds implausible (slice count, HU range, empty body, DICOM Modality not CT) when you know it is a CT in HU; the case is flagged out of scope. Non-finite values and unreadable files are never forced."),
 ) -> None:
     """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case.
@@ -534,7 +556,7 @@ def predict(
         task = progress.add_task("predicting cases", total=len(cases))
         written = _guard(
             run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
-            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, on_case=lambda pid: progress.advance(task),
+            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, who=_who(who), on_case=lambda pid: progress.advance(task),
         )  # fmt: skip
     console = Console()
     for path in written:
@@ -662,15 +684,17 @@ def compose(
     ctvp: Optional[str] = typer.Option(None, "--ctvp", help="CTVp parts, e.g. Cervix,GTVp,Uterus,Vagina."),
     who: Optional[str] = typer.Option(None, "--who", help="Who chooses (logged; default: the login name)."),
 ) -> None:
-    """Build CTVn/CTVp from the chosen sub-structures and log the choice in the case folder."""
+    """Build CTVn/CTVp from the chosen sub-structures and log the choice in the case folder.
+
+    A chosen part the case has no mask of is an error (exit 2, nothing written); an empty one
+    (no node) is a valid choice.
+    """
     from cervicontour.postprocess.compose import compose_case
 
     choices = {k: v for k, v in (("CTVn", ctvn), ("CTVp", ctvp)) if v}
     if not choices:
         _fail("nothing to compose: give --ctvn and/or --ctvp, e.g. --ctvn LN_Pelvic,LN_CommonIliac")
     for result in _guard(compose_case, case_dir, choices, who=_who(who)):
-        if result.missing:
-            typer.echo(f"warning: {result.target}: {', '.join(result.missing)} not in {case_dir}; composed from {', '.join(result.used)}", err=True)
         typer.echo(f"{result.note} -> {result.path}")
     typer.echo(f"logged in {case_dir / 'compose_log.jsonl'}")
 

@@ -339,13 +339,17 @@ def predict(
     save_probabilities: bool = False,
     nodal_groups: Sequence[str] | str | None = None,
     force: bool = False,
+    who: str | None = None,
     on_case=None,
 ) -> list[Path]:
     """Predict every input case and write the cohort layout plus ``prediction.json`` per case.
 
     ``nodal_groups``: see :func:`predict_case`; ``"reference"`` composes each labelled cohort
     case's CTVn from the groups its reference contours include (to evaluate a model against the
-    clinicians' per-patient choice of nodal fields).
+    clinicians' per-patient choice of nodal fields). The parts each composed target was made of
+    are a choice, logged like ``compose``'s in the case's ``compose_log.jsonl`` (action
+    ``"predict"``: ``who``, when, the parts asked for and used, the SHA-256 of every part mask and
+    of the composed mask as written; :func:`cervicontour.postprocess.compose.log_predicted_choice`).
 
     Every image passes the input gate (:func:`cervicontour.io.gate.require_ct`) first; ``force``
     lets its plausibility checks pass (they become out-of-scope reasons in the record), and
@@ -416,6 +420,12 @@ def predict(
                 "disclaimer": "draft contours for clinician review; not for clinical use without review",
             }
             write_json(folder / "prediction.json", record)
+            if result.composed:  # the choice of parts, logged as `compose` logs a clinician's
+                from cervicontour.postprocess.compose import log_predicted_choice
+                from cervicontour.structures import DEFAULT_NODAL_GROUPS
+
+                chosen_by = "reference" if nodal_groups == "reference" else "default" if groups is None else "option"
+                log_predicted_choice(folder, result.composed, requested=DEFAULT_NODAL_GROUPS if groups is None else groups, chosen_by=chosen_by, who=who)
             written.append(out / case.patient_id / "prediction.json")
             if on_case:
                 on_case(case.patient_id)
@@ -428,14 +438,17 @@ PREDICT_WRITES = frozenset({"structures", "probabilities", "prediction.json", "R
 
 def _check_replaceable(out: Path, cases: Sequence[InputCase]) -> None:
     """Refuse, before any work, an ``out`` whose case folders hold the input or files predict did
-    not write (a clinician's review log, composed masks): replacing them would lose them."""
+    not write (a clinician's review log, composed masks): replacing them would lose them. A
+    ``compose_log.jsonl`` holding only predict's own records is predict's."""
+    from cervicontour.postprocess.compose import LOG_FILE, only_predict_records
+
     for case in cases:
         folder = out / case.patient_id
         if not folder.is_dir():
             continue
         if case.source.resolve().is_relative_to(folder.resolve()):
             raise InputError(f"{folder}: holds the input {case.source}; expected --out outside the input — choose another folder")
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in PREDICT_WRITES)
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in PREDICT_WRITES and not (p.name == LOG_FILE and only_predict_records(folder)))
         if foreign:
             raise InputError(f"{folder}: holds {', '.join(foreign[:5])}, which predict did not write (a review log, composed masks?); "
                              "predicting again would replace the folder and lose them — choose another --out, or move them aside")

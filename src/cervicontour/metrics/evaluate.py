@@ -3,7 +3,8 @@
 :func:`evaluate_pair` computes every metric family for one structure from a single crop and a
 single surface-distance computation. :func:`evaluate_cohort` pairs two cohort folders (the
 canonical layout, or a predictions folder of ``<patient_id>/structures/``), optionally in
-parallel processes, and :func:`write_csv` saves the rows.
+parallel processes, and :func:`write_csv` saves the rows. With ``parts=True`` it also scores the
+parts of the compound targets (:mod:`cervicontour.metrics.parts`), in rows of their own.
 """
 
 from __future__ import annotations
@@ -195,11 +196,13 @@ def evaluate_case(
             ref_mask = ref_future.result()
             pred_mask = pred_future.result() if pred_future is not None else None
             upcoming = read(names[index + 1]) if index + 1 < len(names) else None
-            rows.append(_structure_row(reference.patient_id, name, ref_mask, pred_mask, settings))
+            rows.append(score_structure(reference.patient_id, name, ref_mask, pred_mask, settings))
     return rows
 
 
-def _structure_row(patient_id: str, name: str, ref_mask: Volume, pred_mask: Volume | None, settings) -> dict:
+def score_structure(patient_id: str, name: str, ref_mask: Volume, pred_mask: Volume | None, settings) -> dict:
+    """One row: :func:`evaluate_pair` of ``name``'s masks with the id, boundary and note columns
+    (``pred_mask=None`` is scored as an empty prediction, :data:`MISSING_PREDICTION_NOTE`)."""
     note = ""
     if pred_mask is None:
         pred_mask, note = ref_mask.with_array(np.zeros(ref_mask.shape, np.uint8)), MISSING_PREDICTION_NOTE
@@ -234,12 +237,19 @@ class CohortEvaluation:
             structures a reference patient lacks, as human-readable lines.
         warnings: distinct warning messages raised while scoring (e.g. a surface-Dice
             tolerance below the slice spacing), for the caller to show once.
+        part_rows: with ``parts=True``, one dict per (patient_id, part) scored
+            (:func:`cervicontour.metrics.parts.evaluate_parts`), each with its ``compound``.
+        part_columns: their CSV column order (``[]`` without ``parts``).
+        part_notes: the parts not scored and why, one line each with its patient count.
     """
 
     rows: list[dict]
     columns: list[str]
     unmatched: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    part_rows: list[dict] = field(default_factory=list)
+    part_columns: list[str] = field(default_factory=list)
+    part_notes: list[str] = field(default_factory=list)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -254,6 +264,7 @@ def evaluate_cohort(
     settings: EvaluationSettings = EvaluationSettings(),
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    parts: bool = False,
 ) -> CohortEvaluation:
     """Evaluate every labelled reference patient that has a prediction folder.
 
@@ -265,6 +276,9 @@ def evaluate_cohort(
         workers: processes to run cases in (1 = in this process).
         on_progress: called as ``(cases_done, cases_total)`` before the first case and after
             each one (e.g. to drive a progress bar).
+        parts: also score the compound targets' parts both sides have (``part_rows``; see
+            :mod:`cervicontour.metrics.parts` for absent and optional parts); parts named in
+            ``structures`` are scored there instead.
 
     Returns:
         :class:`CohortEvaluation`.
@@ -287,17 +301,17 @@ def evaluate_cohort(
             unmatched += [
                 f"patient {case.patient_id!r}: no reference {n!r}; not scored" for n in wanted if not case.has(n)
             ]
-    results: dict[str, tuple[list[dict], list[str]]] = {}
+    results: dict[str, tuple[list[dict], list[str], list[dict], list[str]]] = {}
     report = on_progress or (lambda done, total: None)
     report(0, len(jobs))
     if workers <= 1 or len(jobs) <= 1:
         for ref_case, pred_case in jobs:
-            results[ref_case.patient_id] = _case_job(ref_case, pred_case, structures, settings)
+            results[ref_case.patient_id] = _case_job(ref_case, pred_case, structures, settings, parts)
             report(len(results), len(jobs))
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             futures = {
-                pool.submit(_case_job, ref_case, pred_case, structures, settings): ref_case.patient_id
+                pool.submit(_case_job, ref_case, pred_case, structures, settings, parts): ref_case.patient_id
                 for ref_case, pred_case in jobs
             }
             for future in as_completed(futures):
@@ -305,15 +319,26 @@ def evaluate_cohort(
                 report(len(results), len(jobs))
     rows = [row for ref_case, _ in jobs for row in results[ref_case.patient_id][0]]
     messages = list(dict.fromkeys(m for ref_case, _ in jobs for m in results[ref_case.patient_id][1]))
-    return CohortEvaluation(rows, settings.columns, unmatched, messages)
+    if not parts:
+        return CohortEvaluation(rows, settings.columns, unmatched, messages)
+    from cervicontour.metrics.parts import part_columns, part_notes
+
+    part_rows = [row for ref_case, _ in jobs for row in results[ref_case.patient_id][2]]
+    notes = part_notes([n for ref_case, _ in jobs for n in results[ref_case.patient_id][3]])
+    return CohortEvaluation(rows, settings.columns, unmatched, messages, part_rows, part_columns(settings.tolerances_mm), notes)
 
 
-def _case_job(reference: Case, prediction: Case | None, structures, settings) -> tuple[list[dict], list[str]]:
-    """:func:`evaluate_case` with its warnings captured (workers cannot print them usefully)."""
+def _case_job(reference: Case, prediction: Case | None, structures, settings, parts: bool = False) -> tuple[list[dict], list[str], list[dict], list[str]]:
+    """:func:`evaluate_case` (and the parts) with its warnings captured (workers cannot print them usefully)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = evaluate_case(reference, prediction, structures, settings)
-    return rows, [str(w.message) for w in caught]
+        part_rows, notes = [], []
+        if parts and prediction is not None:
+            from cervicontour.metrics.parts import evaluate_parts
+
+            part_rows, notes = evaluate_parts(reference, prediction, settings, exclude=[r["structure"] for r in rows])
+    return rows, [str(w.message) for w in caught], part_rows, notes
 
 
 def format_value(value: object) -> str:

@@ -153,18 +153,20 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
     draft is kept as it is.
 
     Returns:
-        Per target: ``{"target", "id", "requested", "used", "missing", "added", "volume_cc", "sha256"}``.
+        Per target: ``{"target", "id", "requested", "used", "added", "volume_cc", "sha256", "parts_sha256"}``
+        (``parts_sha256``: part → SHA-256 of its mask file, for every part used).
 
     Raises:
-        InputError: blank reviewer, a bad part name, none of a target's parts in the case, or a
-            ``review.json`` that cannot take the entry (nothing is written then).
+        InputError: blank reviewer, a bad part name, a chosen part the case has no mask of
+            (:func:`~cervicontour.postprocess.compose.require_parts`), or a ``review.json`` that
+            cannot take the entry (nothing is written then).
     """
-    from cervicontour.io import read_nifti, write_nifti
+    from cervicontour.io import write_nifti
     from cervicontour.postprocess.compose import (
-        ALWAYS_INCLUDED,
         case_structure_paths,
+        compose_parts,
         parse_parts,
-        union,
+        require_parts,
     )
     from cervicontour.structures import COMPOUND, canonical_name
 
@@ -178,23 +180,16 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
     plans = {canonical_name(t): parse_parts(t, parts) for t, parts in choices.items() if parts}
     if not plans:
         raise InputError(f"no parts chosen; expected some of {'; '.join(f'{t}: ' + ', '.join(p) for t, p in COMPOUND.items())}")
-    for target, requested in plans.items():
-        if not any(p in available for p in requested):
-            have = [p for p in COMPOUND[target] if p in available]
-            raise InputError(f"{case.name}: none of the chosen {target} parts ({', '.join(requested)}) exists; the case has "
-                             + (", ".join(have) if have else f"no {target} parts in structures/sub"))
+    require_parts(case.name, plans, available)
     results = []
     stamp = when.strftime("%Y%m%dT%H%M%S%fZ")
     for target, requested in plans.items():
-        used = tuple(p for p in requested if p in available)
-        gtv = ALWAYS_INCLUDED[target]
-        added = (gtv,) if gtv in available and gtv not in requested else ()
-        composed = union({p: read_nifti(available[p]) for p in used + added})
+        used, added, hashes, composed = compose_parts(target, requested, available)
         path = write_nifti(composed, case / REVIEW_FOLDER / "composed" / f"{target}_composed_{stamp}.nii.gz")
         results.append({
-            "target": target, "id": path.relative_to(case).as_posix(), "requested": list(requested), "used": list(used + added),
-            "missing": [p for p in requested if p not in available], "added": list(added),
+            "target": target, "id": path.relative_to(case).as_posix(), "requested": list(requested), "used": list(used), "added": list(added),
             "volume_cc": round(float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc, 3), "sha256": file_sha256(path),
+            "parts_sha256": hashes,
         })
     append_entry(case, {"action": "compose", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case), "compositions": results})
     return results

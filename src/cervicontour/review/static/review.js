@@ -208,7 +208,7 @@ async function composeChosen() {
   for (const box of $("compose").querySelectorAll("input:checked")) (choices[box.dataset.target] ||= []).push(box.value);
   try {
     const { compositions } = await api(`/api/cases/${encodeURIComponent(state.caseId)}/compose`, { method: "POST", body: JSON.stringify({ reviewer: $("reviewer").value, choices }) });
-    $("compose-result").innerHTML = compositions.map((c) => `<div>${c.target} = ${c.used.map(escape).join(" ∪ ")}: ${c.volume_cc} cc${c.missing.length ? `; missing ${c.missing.join(", ")}` : ""}</div>`).join("");
+    $("compose-result").innerHTML = compositions.map((c) => `<div>${c.target} = ${c.used.map(escape).join(" ∪ ")}: ${c.volume_cc} cc</div>`).join("");
     const selected = new Map([...$("structures").querySelectorAll("tbody tr")].map((r) => [r.dataset.mask, [r.querySelector(".decision").value, r.querySelector(".comment").value]]));
     const summary = await api(`/api/cases/${encodeURIComponent(state.caseId)}`);
     const before = new Map(state.masks.map((m) => [m.id, m]));
