@@ -1,5 +1,8 @@
 """The review page in a real browser: Playwright for Python driving the system's Chromium (headless).
 
+``test_compose_from_the_models_own_parts`` runs on a model's parts alone (nothing of the phantom's
+copied beside them); ``CERVICONTOUR_REVIEW_MODEL`` (a model folder or model.pt) picks the model.
+
 Never ``playwright install``: the browser is Debian's ``chromium`` (``.ci/run`` installs it with apt).
 Skips with the reason when Chromium, Playwright or the built viewer (``make install``) is missing.
 """
@@ -16,26 +19,17 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+from review_driver import CHROMIUM, skip_reason  # noqa: E402
+from review_driver import CHROMIUM_ARGS as ARGS  # noqa: E402
+
+#: The model the parts test predicts with: a model folder or model.pt (default: the shipped one).
+MODEL = os.environ.get("CERVICONTOUR_REVIEW_MODEL", "default")
+#: The parts the parts test chooses per target (each one's gross disease is composed in regardless):
+#: the CTVn with the para-aortic extension (the model's default CTVn leaves it out), the CTVp without the vagina.
+CHOICES = {"CTVn": ("LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic"), "CTVp": ("Cervix", "Uterus")}
 
 
-def _skip_reason() -> str | None:
-    from cervicontour.review.server import NIIVUE_JS
-
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does it)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python) not installed: pip install playwright (the dev extra); never `playwright install`"
-    if not NIIVUE_JS.is_file():
-        return f"the viewer is not built ({NIIVUE_JS} missing): run `make install` (needs npm)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +124,82 @@ def test_review_in_chromium(predicted, tmp_path):
     assert entries[1]["reviewer"] == "Dr Browser"
     origin = url.split("/?")[0]
     assert requests and all(r.startswith(origin + "/") for r in requests), [r for r in requests if not r.startswith(origin)]
+
+
+@pytest.fixture(scope="module")
+def model_parts(tmp_path_factory) -> Path:
+    """MODEL's predict output of the phantom CT as a DICOM series: ``structures/sub`` holds only its parts."""
+    pytest.importorskip("pydicom")
+    pytest.importorskip("nibabel")
+    from review_case import make_dicom_predict_output
+
+    return make_dicom_predict_output(tmp_path_factory.mktemp("review_model_parts"), model=MODEL)[0]
+
+
+@pytest.mark.parametrize("target", ["CTVn", "CTVp"])
+def test_compose_from_the_models_own_parts(model_parts, target, tmp_path):
+    """Compose ``target`` from chosen parts the model predicted, export it, and check every file written."""
+    import datetime as dt
+
+    import pydicom
+
+    from review_driver import (
+        composition_logged,
+        compose_in_page,
+        expected_parts,
+        exported,
+        file_sha256,
+        hashes_check,
+        log_entries,
+        part_file,
+        union_check,
+    )
+
+    from cervicontour.structures import COMPOUND
+
+    out = Path(shutil.copytree(model_parts, tmp_path / "pred"))
+    (case,) = [p.parent for p in out.glob("*/prediction.json")]
+    record = json.loads((case / "prediction.json").read_text())
+    structures = record["model"]["structures"]
+    chosen = CHOICES[target]
+    if not set(chosen) <= set(structures):
+        pytest.skip(f"model {MODEL!r} ({record['model']['name']} {record['model']['version']}) predicts no {', '.join(sorted(set(chosen) - set(structures)))}; "
+                    f"its structures: {', '.join(structures)}; set CERVICONTOUR_REVIEW_MODEL to a model that predicts them")
+    sub = sorted(p.name.removesuffix(".nii.gz") for p in (case / "structures" / "sub").iterdir())
+    assert set(sub) <= set(structures), f"structures/sub holds masks the model did not predict: {sorted(set(sub) - set(structures))}"
+    assert set(chosen) <= set(sub)
+    expected = expected_parts(case, target, chosen)  # + the target's GTV when the case has it: gross disease is always inside its CTV
+
+    shot = tmp_path / f"compose_{target}.png"
+    started = dt.datetime.now(dt.timezone.utc)
+    run = compose_in_page(out, case.name, {target: chosen}, reviewer="Dr Parts", screenshot=shot)
+    finished = dt.datetime.now(dt.timezone.utc)
+    assert not run.page_errors and not run.foreign_requests, (run.page_errors, run.foreign_requests)
+    assert set(run.offered[target]) == set(COMPOUND[target]) & set(sub), "the page offers exactly the parts the model wrote"
+    assert shot.stat().st_size > 10_000
+
+    # the composed mask is the voxel union of the chosen parts (and the GTV), read with nibabel
+    composed_id = run.composed[target]
+    assert composed_id.startswith(f"review/composed/{target}_composed_")
+    check = union_check(case, composed_id, expected)
+    assert check["same_grid"] and check["equals_union"], check
+    assert check["part_voxels"][chosen[0]] > 0, f"the model's {chosen[0]} is empty: nothing to compose"
+
+    # the choice is logged: who, when, which parts, the masks' hashes (hashlib of the files)
+    entry, composition = composition_logged(case, composed_id)
+    assert entry["reviewer"] == "Dr Parts"
+    assert started <= dt.datetime.fromisoformat(entry["timestamp"]) <= finished
+    assert composition["target"] == target and sorted(composition["requested"]) == sorted(chosen) and sorted(composition["used"]) == sorted(expected)
+    assert composition["parts_sha256"] == {p: file_sha256(part_file(case, p)) for p in expected}
+    assert composition["sha256"] == file_sha256(case / composed_id)
+    assert hashes_check(case, composition) == {"parts_sha256_match": True, "composed_sha256_match": True}
+    assert [e["action"] for e in log_entries(case)] == ["compose", "review", "export-rtstruct"]
+
+    # the export (RTSTRUCT on the DICOM series) names the composed structure, from the composed file
+    assert run.exported
+    export = exported(case)
+    assert export["exists"] and export["entry"]["reviewer"] == "Dr Parts"
+    assert export["rois"] == [target] and export["contours"][target] > 0
+    assert export["entry"]["structures"][target] == {"id": composed_id, "sha256": file_sha256(case / composed_id)}
+    ds = pydicom.dcmread(case / export["path"])
+    assert ds.StructureSetROISequence[0].ROIGenerationAlgorithm == "SEMIAUTOMATIC"

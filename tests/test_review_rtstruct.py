@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 pydicom = pytest.importorskip("pydicom")
 
-from dicom_factory import write_ct_series  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cervicontour.review.server import create_app  # noqa: E402
@@ -20,22 +18,9 @@ TOKEN = "rtstruct-token-0123456789"
 
 @pytest.fixture(scope="module")
 def dicom_out(tmp_path_factory):
-    from cervicontour.pipeline import predict
-    from cervicontour.synth import synthesize_cohort
+    from review_case import make_dicom_predict_output
 
-    root = tmp_path_factory.mktemp("review_dicom")
-    cohort = synthesize_cohort(root / "cohort", patients=1, holdout=0, seed=7, size="small")
-    from cervicontour.cohort import load_cohort
-
-    image = load_cohort(cohort)["SYN001"].load_image()
-    assert image.orientation == "LPS"
-    sx, sy, sz = image.spacing_mm
-    stored = np.clip(image.array.astype(np.int32) + 1024, 0, 65535).astype(np.uint16)
-    series = root / "dicom" / "SYN001"
-    write_ct_series(series, stored, origin_mm=tuple(image.origin_mm), pixel_spacing_mm=(sy, sx), slice_step_mm=sz, clinical_header=True)
-    out = root / "pred"
-    predict(series, out, model="default")
-    return out, series
+    return make_dicom_predict_output(tmp_path_factory.mktemp("review_dicom"))
 
 
 def test_accepted_structures_are_exported_as_rtstruct(dicom_out):
