@@ -30,10 +30,7 @@ from cervicontour.volume import Volume
 #: Sliding-window overlap at inference (training validation uses 0.5): 0.3 needs ~40 % fewer windows
 #: on a full-size CT, for the 15 s predict budget on this CPU.
 PREDICT_OVERLAP = 0.3
-#: A structure is flagged "review closely" above this uncertainty (mean binary entropy, bits).
-UNCERTAINTY_FLAG = 0.25
-#: ... or when the rules removed more than this fraction of its predicted voxels.
-RULE_CHANGE_FLAG = 0.10
+# "Review closely" flags (per-structure calibrated thresholds): cervicontour.postprocess.flags
 
 
 @dataclass
@@ -130,7 +127,7 @@ def predict_case(
                 full[box] = part
         masks[name] = image.with_array(full, structure=name)
         before = int(np.count_nonzero(values[c] >= 0.5)) if values.size else 0
-        records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc)
+        records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc, name=name)
     kept = {}
     if keep_probabilities:
         for c, name in enumerate(names):
@@ -254,22 +251,12 @@ def _box_volume(image: Volume, box: tuple[slice, ...]) -> Volume:
     return Volume(np.zeros(shape, np.uint8), image.spacing_mm, tuple(origin), image.direction)
 
 
-def _structure_record(p: np.ndarray, voxels: int, voxels_before_rules: int, voxel_cc: float) -> dict:
-    """Uncertainty = mean binary entropy (bits) of the working-grid voxels with p > 0.05."""
-    region = p[p > 0.05].astype(np.float64)
-    if region.size:
-        q = np.clip(region, 1e-6, 1 - 1e-6)
-        uncertainty = float(np.mean(-(q * np.log2(q) + (1 - q) * np.log2(1 - q))))
-    else:
-        uncertainty = 1.0
-    reasons = []
-    if voxels == 0:
-        reasons.append("nothing predicted")
-    if uncertainty > UNCERTAINTY_FLAG:
-        reasons.append(f"uncertainty {uncertainty:.2f} > {UNCERTAINTY_FLAG}")
-    if voxels_before_rules and (voxels_before_rules - voxels) / voxels_before_rules > RULE_CHANGE_FLAG:
-        reasons.append(f"rules removed {100 * (voxels_before_rules - voxels) / voxels_before_rules:.0f}% of it")
-    return {"volume_cc": round(voxels * voxel_cc, 3), "uncertainty": round(uncertainty, 4), "review_closely": bool(reasons), "reasons": reasons}
+def _structure_record(p: np.ndarray, voxels: int, voxels_before_rules: int, voxel_cc: float, *, name: str | None = None) -> dict:
+    """Volume, uncertainty (mean binary entropy, bits, of the working-grid voxels with p > 0.05) and
+    the "review closely" flag against ``name``'s calibrated threshold: :mod:`cervicontour.postprocess.flags`."""
+    from cervicontour.postprocess.flags import structure_record
+
+    return structure_record(p, voxels, voxels_before_rules, voxel_cc, name=name)
 
 
 class _Clock:

@@ -40,6 +40,11 @@ class CaseFeatures:
     volumes_cc: dict[str, float] = field(default_factory=dict)
     centroids_mm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     offsets_mm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    #: primary structure → (inferior, superior) end along the patient's axis, mm, relative to the
+    #: same reference point as ``offsets_mm`` (+ is superior)
+    extents_mm: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: primary structure → the longest run of empty slices inside it along the slice axis, mm (0: none)
+    gaps_mm: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,6 +240,26 @@ def _mask_features(masks: dict[str, Volume], features: CaseFeatures) -> None:
         centre = np.median(np.stack(primary), axis=0)
         for name, c in features.centroids_mm.items():
             features.offsets_mm[name] = tuple(float(x) for x in np.asarray(c) - centre)
+        for name in PRIMARY:
+            low, high, gap = _superior_extent(masks[name])
+            features.extents_mm[name] = (low - float(centre[2]), high - float(centre[2]))
+            features.gaps_mm[name] = gap
+
+
+def _superior_extent(mask: Volume) -> tuple[float, float, float]:
+    """``(inferior z, superior z, largest gap)`` in mm of a cropped mask along its slice axis (the
+    array axis closest to the patient's inferior-superior axis), slice centres at the crop's
+    in-plane centre; the gap is the longest run of empty slices between occupied ones."""
+    axis = int(np.argmax(np.abs(mask.direction[2])))
+    others = tuple(a for a in range(3) if a != axis)
+    planes = np.flatnonzero(np.any(mask.array, axis=others))
+    index = np.array([(n - 1) / 2 for n in mask.shape], float)
+    z = []
+    for k in (planes[0], planes[-1]):
+        index[axis] = k
+        z.append(float(mask.index_to_world(index)[2]))
+    gap = float(np.max(np.diff(planes)) - 1) * mask.spacing_mm[axis] if planes.size > 1 else 0.0
+    return min(z), max(z), gap
 
 
 # --------------------------------------------------------------------------- helpers

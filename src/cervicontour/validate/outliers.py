@@ -17,6 +17,7 @@ import numpy as np
 from cervicontour.rules import Finding, Severity
 from cervicontour.structures import STRUCTURES, Role
 from cervicontour.validate.case import CaseFeatures
+from cervicontour.validate.choices import EXTENDED, clinical_choice_finding, para_aortic_patients
 from cervicontour.validate.notes import NoteContext
 from cervicontour.validate.options import ValidateOptions
 
@@ -41,18 +42,24 @@ def robust_z(value: float, others: np.ndarray) -> tuple[float, float]:
 def cohort_outliers(
     features: list[CaseFeatures], options: ValidateOptions, notes: Mapping[str, NoteContext] | None = None
 ) -> list[Finding]:
-    """``cohort.spacing``, ``cohort.extent``, ``cohort.fov``, ``cohort.volume``, ``cohort.centroid`` warnings.
+    """``cohort.spacing``, ``cohort.extent``, ``cohort.fov``, ``cohort.volume``, ``cohort.centroid`` warnings,
+    and the ``cohort.clinical_choice`` info finding.
 
     Volumes and centroids are compared for the structures the model and the rules use (roles
     OAR, target and sub-target); anatomy labels are cut by the scan range, so theirs say little.
     A patient whose note explains a feature ("extra slices", "small parametrium") is still
-    compared, but is left out of everyone else's reference.
+    compared, but is left out of everyone else's reference. A CTVn that includes the para-aortic
+    nodes (:mod:`cervicontour.validate.choices`) is compared with the other such CTVns only, the
+    others with each other.
     """
     notes = notes or {}
+    chosen = para_aortic_patients(features, options, notes)
+    strata = {EXTENDED: {f.patient_id: f.patient_id in chosen for f in features}}
     out: list[Finding] = []
     out += _image(features, options, notes)
-    out += _volumes(features, options, notes)
-    out += _centroids(features, options, notes)
+    out += _volumes(features, options, notes, strata)
+    out += _centroids(features, options, notes, strata)
+    out += clinical_choice_finding(chosen, features, options)
     return out
 
 
@@ -61,14 +68,18 @@ def _compare(
     floor: Callable[[float], float],
     options: ValidateOptions,
     atypical: set[str] = frozenset(),  # type: ignore[assignment]
+    stratum: Mapping[str, object] | None = None,
 ) -> dict[str, tuple[float, float, int]]:
     """patient → (z, median of the others, number of others) for the outliers among ``values``.
 
-    ``atypical`` patients are compared but never part of the reference.
+    ``atypical`` patients are compared but never part of the reference; with ``stratum`` (patient →
+    group) a patient is compared with its own group only.
     """
     out = {}
+    group = stratum or {}
     for pid, value in values.items():
-        others = np.array([v for p, v in values.items() if p != pid and p not in atypical], dtype=float)
+        others = np.array([v for p, v in values.items() if p != pid and p not in atypical
+                           and group.get(p) == group.get(pid)], dtype=float)  # fmt: skip
         if others.size < options.min_others:
             continue
         z, median = robust_z(value, others)
@@ -130,7 +141,7 @@ def _image(features: list[CaseFeatures], options: ValidateOptions, notes) -> lis
     return out
 
 
-def _volumes(features: list[CaseFeatures], options: ValidateOptions, notes) -> list[Finding]:
+def _volumes(features: list[CaseFeatures], options: ValidateOptions, notes, strata) -> list[Finding]:
     out = []
     names = sorted({n for f in features for n in f.volumes_cc if _compared(n)})
     floor = math.log(options.volume_floor_factor)
@@ -139,7 +150,7 @@ def _volumes(features: list[CaseFeatures], options: ValidateOptions, notes) -> l
         volumes = {f.patient_id: f.volumes_cc[name] for f in features if name in f.volumes_cc}
         logs = {p: math.log(v) for p, v in volumes.items() if v > 0}
         noted = {p for p, c in notes.items() if name in c.mentioned}
-        for pid, (z, med, n) in _compare(logs, lambda m: floor, options, noted).items():
+        for pid, (z, med, n) in _compare(logs, lambda m: floor, options, noted, strata.get(name)).items():
             median_cc = math.exp(med)
             factor = volumes[pid] / median_cc
             out.append(
@@ -156,7 +167,7 @@ def _volumes(features: list[CaseFeatures], options: ValidateOptions, notes) -> l
     return out
 
 
-def _centroids(features: list[CaseFeatures], options: ValidateOptions, notes) -> list[Finding]:
+def _centroids(features: list[CaseFeatures], options: ValidateOptions, notes, strata) -> list[Finding]:
     out = []
     names = sorted({n for f in features for n in f.offsets_mm if _compared(n)})
     by_pid = {f.patient_id: f for f in features}
@@ -167,7 +178,7 @@ def _centroids(features: list[CaseFeatures], options: ValidateOptions, notes) ->
         worst: dict[str, float] = {}
         for axis in range(3):
             values = {p: o[axis] for p, o in offsets.items()}
-            for pid, (z, med, n) in _compare(values, lambda m: options.centroid_floor_mm, options, noted).items():
+            for pid, (z, med, n) in _compare(values, lambda m: options.centroid_floor_mm, options, noted, strata.get(name)).items():
                 flagged.setdefault(pid, []).append(
                     f"{AXES[axis]} offset {values[pid]:+.0f} mm vs cohort median {med:+.0f} mm of {n} others "
                     f"({values[pid] - med:+.0f} mm, robust z {_z(z)})"
