@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,11 @@ def measure(cohort: Path, records: Path) -> list[dict]:
     from cervicontour.pipeline import predict_case, reference_nodal_groups
 
     records.mkdir(parents=True, exist_ok=True)
+    code = records / "CODE"  # which code predicted the cached records
+    if not code.is_file():
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        code.write_text(f"{head}{' with uncommitted changes' if dirty else ''}\n")
     model = None
     out = []
     for case in load_cohort(cohort).labelled():
@@ -328,6 +334,7 @@ def main(argv=None) -> int:
         "nodal_groups": "each patient's reference groups (predict --nodal-groups reference)",
     }  # fmt: skip
     result["model"] = model
+    result["predicted_by_code"] = (args.work / f"records_seed{args.seed}" / "CODE").read_text().strip()
     result["seconds_per_case_median"] = float(np.median([r["seconds"] for r in rows if r["structure"] == "Bladder"]))
     out = ROOT / "benchmarks" / "results" / "flag_calibration.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
