@@ -1,6 +1,6 @@
 """Issue 19's acceptance: CTV parts from a model fitted to the five compound masks only.
 
-    python benchmarks/parts_acceptance.py --name parts --seed 7979 --patients 28 --test 8 --budget-minutes 35
+    python benchmarks/parts_acceptance.py --name parts --seed 7979 --patients 32 --test 12 --budget-minutes 35
 
 Draws ``--patients`` phantom patients (default style), deletes every ``structures/sub/`` (the hospital
 labels the five compound masks only), fits on all but the last ``--test`` patients with
@@ -147,6 +147,38 @@ def choice_checks(model_dir: Path, test: Path, work: Path) -> dict:
     return out
 
 
+def review_in_browser(model_dir: Path, test: Path, work: Path, parts: str = "LN_Pelvic,GTVn,Cervix,Uterus") -> dict:
+    """The review page on the fitted model, in Chromium: one test patient written as a DICOM series
+    (so the page can export an RTSTRUCT), predicted, composed from ``parts`` and exported
+    (benchmarks/review_parts_browser.py). Results: benchmarks/results/parts_acceptance_review/."""
+    from cervicontour.cohort import load_cohort
+    from cervicontour.pipeline import predict
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dicom_factory import write_ct_series
+
+    case = next(c for c in load_cohort(test).cases() if c.load_image().orientation == "LPS")
+    image = case.load_image()
+    sx, sy, sz = image.spacing_mm
+    series = work / "review_dicom" / case.patient_id
+    if not series.is_dir():
+        stored = np.clip(image.array.astype(np.int32) + 1024, 0, 65535).astype(np.uint16)
+        write_ct_series(series, stored, origin_mm=tuple(image.origin_mm), pixel_spacing_mm=(sy, sx), slice_step_mm=sz, clinical_header=True)
+    pred = work / "review_pred"
+    if not pred.is_dir():
+        predict(series, pred, model=model_dir)
+    patient = next(p.name for p in pred.iterdir() if (p / "prediction.json").is_file())
+    out = ROOT / "benchmarks" / "results" / "parts_acceptance_review"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "review_parts_browser.py"), "--pred", str(pred), "--case", patient,
+                           "--parts", parts, "--out", str(work / "review_browser")], capture_output=True, text=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("review_parts_browser.json", "review_parts_browser.png"):
+        if (work / "review_browser" / name).is_file():
+            (out / name).write_bytes((work / "review_browser" / name).read_bytes())
+    return {"patient": patient, "returncode": done.returncode, "stdout_tail": done.stdout[-1500:], "stderr_tail": done.stderr[-1500:],
+            "results": str(out.relative_to(ROOT))}
+
+
 def main() -> None:
     from cervicontour.cohort import load_cohort
     from cervicontour.structures import DEFAULT_NODAL_GROUPS
@@ -155,8 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="parts")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--patients", type=int, default=28)
-    parser.add_argument("--test", type=int, default=8)
+    parser.add_argument("--patients", type=int, default=32)
+    parser.add_argument("--test", type=int, default=12)
     parser.add_argument("--budget-minutes", type=float, default=35.0)
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "parts_acceptance")
     args = parser.parse_args()
@@ -193,7 +225,8 @@ def main() -> None:
         "fit_stage_seconds": {k: v.get("seconds") for k, v in record["stages"].items()},
         "fit_targets": record["stages"]["plan"]["channels"]["targets"], "selection_choice": record["stages"]["select"]["choice"],
         "test_patients": {c.patient_id: {"para_aortic": para_aortic_included(c.note), "nodal_groups": list(nodal_groups_for(c.note) or DEFAULT_NODAL_GROUPS)} for c in cases},
-        "results": results, "choices": choice_checks(model_dir, test, work), "load_average_end": os.getloadavg(),
+        "results": results, "choices": choice_checks(model_dir, test, work), "review_browser": review_in_browser(model_dir, test, work),
+        "load_average_end": os.getloadavg(),
     }  # fmt: skip
     for label, r in results.items():
         print(label, {n: round(v["mean"], 3) if v["mean"] is not None else None for n, v in r["dice"].items()}, "PA:", r["para_aortic_patients"], "split exact:", r["split_exact_every_case"])

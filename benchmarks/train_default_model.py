@@ -260,8 +260,11 @@ def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default"
     t = time.time()
     predict(test, pred, model=model, all_cases=True, nodal_groups="reference" if nodal else None)
     seconds = time.time() - t
-    result = evaluate_cohort(test, pred, settings=EvaluationSettings(tolerances_mm=(2.0, 5.0)))
+    result = evaluate_cohort(test, pred, settings=EvaluationSettings(tolerances_mm=(2.0, 5.0)), parts=True)
     summary = summarize(result.rows, ["dice", "hd95_mm", "assd_mm", "nsd_5mm"])
+    parts_table = {}
+    for row in summarize(result.part_rows, ["dice", "hd95_mm"]) if result.part_rows else []:
+        parts_table.setdefault(row["structure"], {})[row["metric"]] = {k: row[k] for k in ("n", "mean", "median", "q1", "q3", "n_inf")}
     table = {}
     for row in summary:
         table.setdefault(row["structure"], {})[row["metric"]] = {k: row[k] for k in ("n", "mean", "median", "q1", "q3", "ci95_low", "ci95_high", "n_inf")}
@@ -269,6 +272,7 @@ def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default"
         "data": "synthetic phantom (cervicontour.synth), test cohort never trained on", "model": str(model),
         "ctvn_composition": "per patient, the nodal groups of the reference CTVn" if nodal else "predicted directly",
         "test_cohort": {"patients": COHORTS["test"][0], "seed": COHORTS["test"][1], "size": "small", "phantom": phantom}, "predict_seconds_total": round(seconds, 1), "summary": table,
+        "parts_summary": parts_table,
     }  # fmt: skip
     out = out or ROOT / "benchmarks" / "results" / "default_model_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -314,10 +318,27 @@ def write_card(record: dict) -> None:
         task=TASK_NODAL if "CTVn" not in model.structures else TASK_DIRECT, composition=record.get("ctvn_composition", "predicted directly"),
         version=model.version, network=meta.get("network", "cpu-small"), machine=_machine(meta), selection=_selection(meta),
         adaptation=_adaptation(meta)[0], adapted_line=_adaptation(meta)[1], phantom=meta["data"]["test"]["phantom"],
-        second_stage=_second_stage(model),
+        second_stage=_second_stage(model), parts_line=_parts_line(meta, record),
     )
     (path.parent / "MODEL_CARD.md").write_text(card)
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
+
+
+def _parts_line(meta: dict, record: dict) -> str:
+    """The card's line on the CTVp parts (stage ``parts``) and their test Dice."""
+    parts = meta.get("parts")
+    if not parts:
+        return ""
+    scored = record.get("parts_summary") or {}
+    dice = ", ".join(f"{n} {scored[n]['dice']['mean']:.3f}" for n in ("Cervix", "GTVp", "Uterus", "Vagina", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic", "GTVn") if n in scored)
+    return (f"- CTV parts: the nodal groups (the CTVn is composed from them) and the CTVp's Cervix, GTVp, Uterus, Vagina. "
+            f"The CTVp's parts come from a second network: {parts['init']} fine-tuned with four more channels on the target "
+            f"cohort's drawn parts ({parts['steps_done']} steps, {parts['seconds'] / 60:.0f} min on this CPU, patches "
+            f"{parts.get('train_patch_size')}). That fine-tune lost Dice on the five structures (test cohort, "
+            f"`benchmarks/results/candidate_finetune_parts_eval.json`), so the five structures, the nodal groups and the CTVn "
+            f"refiner stay {parts['init']}'s network, unchanged (`model.pt` holds both; `predict` runs both). `predict` splits "
+            f"the predicted CTVp among its parts (`cervicontour.postprocess.parts`: every part inside it, their union it). "
+            f"Test Dice of the parts: {dice or 'not scored'}.\n")
 
 
 def _machine(meta: dict) -> str:
@@ -387,7 +408,7 @@ starting point for fine-tuning on real hospital data.
   working spacing {plan.spacing_mm} mm (cohort median), patch {plan.patch_size},
   CT normalisation clip [{plan.normalization.lower_hu:.0f}, {plan.normalization.upper_hu:.0f}] HU then z-score
   (mean {plan.normalization.mean:.1f}, sd {plan.normalization.std:.1f}).
-{second_stage}- Post-processing: the clinicians' rules (`rules.toml`) enforced on the probabilities.
+{second_stage}{parts_line}- Post-processing: the clinicians' rules (`rules.toml`) enforced on the probabilities.
 
 ## Data (all made by `cervicontour.synth`, our own phantom; nothing downloaded)
 | use | cohort | patients |
@@ -491,7 +512,17 @@ def ship_parts(run: Path) -> None:
                      "structures": list(model.plan.structures), "init": f"cervicontour-default {shipped.version}",
                      "device": info["config"]["device"], "minutes": info["config"].get("max_minutes"),
                      "patients": COHORTS["target"][0], "seed": COHORTS["target"][1]}
-    save_model(target, model.network, model.plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True, refiner=shipped.refiner)
+    # predict windows stay the shipped model's (the fine-tune may use smaller training patches: the
+    # network is fully convolutional, and the evaluation that follows measures it this way)
+    from dataclasses import replace
+
+    plan = replace(model.plan, patch_size=shipped.plan.patch_size)
+    meta["parts"]["train_patch_size"] = list(model.plan.patch_size)
+    # the fine-tune lost Dice on the five structures (test cohort: benchmarks/results/candidate_finetune_parts_eval.json):
+    # the shipped network stays the one that predicts them (and its CTVn refiner), the parts network adds the CTVp's parts
+    meta["parts"]["fallback"] = "the five structures (and the nodal groups) from the previous network, unchanged"
+    save_model(target, model.network, plan, model.arch, name="cervicontour-default", version=VERSION, config_sha256=model.config_sha256, meta=meta, half=True,
+               refiner=shipped.refiner, fallback=shipped, fallback_structures=PRIMARY)
     print(f"shipped {target} ({os.path.getsize(target) / 1e6:.2f} MB)")
 
 

@@ -74,8 +74,22 @@ def test_unknown_or_unpredicted_groups_are_refused():
     from cervicontour.errors import InputError
     from cervicontour.pipeline import predict_case
 
-    with pytest.raises(InputError, match="none of the nodal groups"):
+    with pytest.raises(InputError, match="does not predict the nodal group GTVn"):
         predict_case(_image(), _model(), nodal_groups=["GTVn"])
+    # a model without LN_ParaAortic cannot honour --para-aortic: an error naming it, not a narrower CTVn
+    class NoParaAortic(torch.nn.Module):
+        def forward(self, x):
+            return BandNet()(x)[:, [GROUPS.index(n) for n in ("LN_Pelvic", "LN_CommonIliac", "CTVp")]]
+
+    from cervicontour.model.bundle import Model
+
+    plan = Plan(("LN_Pelvic", "LN_CommonIliac", "CTVp"), (2.0, 2.0, 3.0), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
+    narrow = Model(NoParaAortic(), plan, {}, "bands", "test", "-")
+    with pytest.raises(InputError, match="does not predict the nodal group LN_ParaAortic"):
+        predict_case(_image(), narrow, nodal_groups=["LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic"])
+    # no GTVn channel: a chosen GTVn means "no pathological node", not an error
+    result = predict_case(_image(), _model(), nodal_groups=["LN_Pelvic", "GTVn"])
+    np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 12))
     with pytest.raises(InputError, match="not a part of CTVn"):
         predict_case(_image(), _model(), nodal_groups=["Bladder"])
 

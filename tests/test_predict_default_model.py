@@ -32,8 +32,11 @@ def test_default_model_is_small_and_has_a_card_naming_its_data(default_model):
     from cervicontour.model import load_model
 
     model = load_model("default")
-    # CTVn is composed at predict time from the nodal groups the clinician chooses
-    assert model.structures == ("Bladder", "Anorectum", "CTVp", "Parametrium", "GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic")
+    # CTVn is composed at predict time from the nodal groups the clinician chooses; the CTVp is split into its parts
+    assert model.structures == ("Bladder", "Anorectum", "CTVp", "Parametrium", "GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic",
+                                "Cervix", "GTVp", "Uterus", "Vagina")
+    # the five structures (and the nodal groups) come from the network the parts fine-tune did not improve on
+    assert set(model.fallback_structures) == {"Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium"}
     assert model.meta["data"]["test"]["seed"] not in (model.meta["data"]["source"]["seed"], model.meta["data"]["target"]["seed"])
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ class CasePrediction:
         probabilities: structure → float32 Volume on the input grid (only if asked for).
         composed: compound target → the predicted parts it was composed of (e.g. CTVn from
             the nodal groups, for a model that predicts them separately).
+        partitions: compound target → the parts its mask is split into (:func:`parts_partition`):
+            the composed ones, and the CTVp's parts for a model that predicts them.
     """
 
     masks: dict[str, Volume]
@@ -53,6 +55,7 @@ class CasePrediction:
     timings_s: dict[str, float]
     probabilities: dict[str, Volume] = field(default_factory=dict)
     composed: dict[str, list[str]] = field(default_factory=dict)
+    partitions: dict[str, list[str]] = field(default_factory=dict)
 
 
 def predict_case(
@@ -103,28 +106,27 @@ def predict_case(
     probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(names)}
     # 4. postprocess: the clinicians' rules, with every change reported (on the composed targets;
     #    the parts follow their target below)
-    parts = set(COMPOUND["CTVn"]) & set(names) if composed else set()
+    partitions = parts_partition(names, composed)
+    parts = (set(COMPOUND["CTVn"]) & set(names) if composed else set()) | {p for ps in partitions.values() for p in ps}
     ruled = {n: v for n, v in probabilities.items() if n not in parts}
     enforced = enforce(ruled, rules=rules) if values.size else None
     clock.lap("rules")
-    # 5. assemble full-grid masks and the per-structure record
+    # 5. assemble full-grid masks and the per-structure record; each compound is split into its
+    #    parts by the rule fit's targets use (every part inside it, their union it)
+    from cervicontour.postprocess.parts import partition_compound
+
+    split = {}
+    if enforced is not None:
+        for target, members in partitions.items():
+            split.update(partition_compound(enforced.masks[target].array > 0, {p: values[names.index(p)] for p in members}, image.spacing_mm))
     masks, records = {}, {}
     for c, name in enumerate(names):
         full = np.zeros(image.shape, np.uint8)
         if enforced is not None:
             if name in enforced.masks:
                 full[box] = enforced.masks[name].array
-            else:  # a part: its own threshold, inside its target when the target includes it
-                part = values[c] >= 0.5
-                target = next((t for t, ps in composed.items() if name in ps), None)
-                if target is not None:
-                    # every target voxel also goes to its most probable part, so the parts' union
-                    # is the target (`cervicontour compose` re-makes it) even where no part reaches
-                    # 0.5: a refined target, or linear resampling of the max
-                    siblings = [names.index(p) for p in composed[target]]
-                    part |= np.argmax(values[siblings], axis=0) == siblings.index(c)
-                    part &= enforced.masks[target].array > 0
-                full[box] = part
+            else:  # a part: split from its target when the target includes it, else its own threshold
+                full[box] = split[name] if name in split else values[c] >= 0.5
         masks[name] = image.with_array(full, structure=name)
         before = int(np.count_nonzero(values[c] >= 0.5)) if values.size else 0
         records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc, name=name)
@@ -136,7 +138,25 @@ def predict_case(
                 full[box] = values[c]
             kept[name] = image.with_array(full, structure=name)
     clock.lap("assemble")
-    return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept, composed)
+    return CasePrediction(masks, list(enforced.changes) if enforced else [], records, clock.laps, kept, composed, partitions)
+
+
+def parts_partition(names: Sequence[str], composed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Compound target → the predicted parts its mask is split into: the nodal groups a CTVn was
+    composed of (``composed``), and the parts of a compound the model predicts itself (the CTVp
+    with Cervix, GTVp, Uterus, Vagina). Each part is then cut to its compound and every compound
+    voxel goes to its most probable part: the parts lie inside the compound and their union is it.
+
+    Example:
+        >>> parts_partition(("CTVp", "Cervix", "Uterus", "LN_Pelvic", "CTVn"), {"CTVn": ["LN_Pelvic"]})
+        {'CTVn': ['LN_Pelvic'], 'CTVp': ['Cervix', 'Uterus']}
+    """
+    out = {t: list(ps) for t, ps in composed.items()}
+    for target, parts in COMPOUND.items():
+        present = [p for p in parts if p in names]
+        if target in names and target not in out and present:
+            out[target] = present
+    return out
 
 
 def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock: "_Clock | None" = None):
@@ -212,7 +232,7 @@ def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_gro
     """Add CTVn = voxel-wise max of the chosen nodal-group probabilities when the model predicts
     the groups but not CTVn itself (max of probabilities = union of the thresholded masks)."""
     from cervicontour.postprocess.compose import parse_parts
-    from cervicontour.structures import DEFAULT_NODAL_GROUPS
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS, GROSS_DISEASE
 
     predicted = [n for n in structures if n in COMPOUND["CTVn"]]
     if "CTVn" in structures or not predicted:
@@ -225,8 +245,16 @@ def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_gro
         return structures, working, {}
     chosen = parse_parts("CTVn", DEFAULT_NODAL_GROUPS if nodal_groups is None else nodal_groups)
     use = [n for n in chosen if n in predicted]
-    if not use:
-        raise InputError(f"none of the nodal groups {', '.join(chosen)} is predicted by this model (it predicts {', '.join(predicted)})")
+    # a choice the model cannot honour is an error, never silently narrowed (gross disease excepted:
+    # a model without a GTVn channel predicts "no pathological node", which the choice allows)
+    missing = [n for n in chosen if n not in predicted and n not in GROSS_DISEASE]
+    if missing or not use:
+        missing = missing or chosen
+        raise InputError(
+            f"this model does not predict the nodal group{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(it predicts {', '.join(predicted)}), so it cannot compose the chosen CTVn ({', '.join(chosen)}); "
+            "choose among the groups it predicts with --nodal-groups"
+        )
     ctvn = np.max(working[[structures.index(n) for n in use]], axis=0)
     return (*structures, "CTVn"), np.concatenate([working, ctvn[None]], axis=0), {"CTVn": use}
 
@@ -399,6 +427,7 @@ def predict(
                 "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
                 "structures": result.structures,
                 "composed": result.composed,
+                "partitions": result.partitions,
                 "review_closely": [n for n, r in result.structures.items() if r["review_closely"]],
                 "out_of_scope": out_of_scope(image, result.masks, forced=forced, structures=result.structures),
                 "rule_changes": [asdict(c) for c in result.changes],

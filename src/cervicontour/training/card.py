@@ -56,6 +56,23 @@ def _f(v, digits=3) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _parts_method(targets: dict) -> str:
+    """The card's sentence on where the part channels come from (``targets``: channel → source)."""
+    from cervicontour.structures import COMPOUND
+
+    learned = {c: [p for p in parts if targets.get(p) == "parts"] for c, parts in COMPOUND.items()}
+    if not any(learned.values()):
+        return "none: this model predicts no CTV parts, so the clinician's choice of parts cannot be offered."
+    named = "; ".join(f"{c}: {', '.join(ps)}" for c, ps in learned.items() if ps)
+    return (f"{named}. The cohort labels the compound only; each patient's compound mask was split among its parts by "
+            "the init model's part probabilities (`cervicontour.postprocess.parts.partition_compound`: the anatomical parts "
+            "tile the compound by their most probable part, gross disease lies on them where its probability reaches 0.5), "
+            "and those splits trained the part channels beside the compound. `predict` splits each predicted compound by "
+            "the same rule: every part lies inside its compound and their union is the compound, voxel for voxel "
+            "(LN_ParaAortic outside a CTVn composed without it is the one extension). The para-aortic group trained only "
+            "on patients whose note says the nodes were included.")
+
+
 def render(data: dict) -> str:
     m, d, i, v = data["model"], data["data"], data["init"], data["validation"]
     final, zero = v["final"], v["zeroshot"]
@@ -84,6 +101,7 @@ draws must be checked and edited by a clinician before planning.
 ## What it is
 - Fitted by `cervicontour fit` from `{i['spec']}` to the cohort `{d['cohort']}`.
 - Outputs: {', '.join(m['structures'])}{' (CTVn composed from the nodal groups the clinician chooses)' if any(n.startswith('LN_') for n in m['structures']) else ''}.
+- CTV parts (how they are learned without part labels): {_parts_method(targets)}
 - Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (the fit showed no gain beyond its standard error on validation): {', '.join(m['fallback_structures']) or 'none'}{' — model.pt holds the init too, and predict runs both networks' if m['fallback_structures'] else ''}.
 
 ## Data
