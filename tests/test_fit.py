@@ -356,3 +356,44 @@ def test_an_init_with_a_fallback_keeps_that_network_for_what_it_predicted():
     plain = SimpleNamespace(plan=init.plan, fallback=None)
     assert _zero_shot_network(plain, ("Bladder",)) == (plain, ())
     assert _zero_shot_network(None, ("Bladder",)) == (None, ())
+
+
+def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_predicts_them_with():
+    """The shipped default predicts the nodal groups with its fallback network (its main one, the
+    CTVp-parts fine-tune, lost Dice on them): the CTVn of each patient is split by the fallback's
+    groups, as the init predicts them, never by the main network's. Hand-made networks: the main
+    one puts LN_Pelvic on the 200 HU block and LN_CommonIliac on the 400 HU one, the fallback the
+    other way round; a part the fallback does not carry (Cervix) stays the main network's."""
+    from cervicontour.model.bundle import Model
+    from cervicontour.postprocess.parts import partition_compound
+    from cervicontour.preprocess import Normalization, Plan
+    from cervicontour.training.targets import source_probabilities
+    from cervicontour.volume import Volume
+
+    def band(x, hu):
+        return ((x - hu / 100).abs() < 0.5).float() * 40 - 20
+
+    class Main(torch.nn.Module):  # LN_Pelvic, LN_CommonIliac, Cervix
+        def forward(self, x):
+            return torch.cat([band(x, 200), band(x, 400), band(x, 600)], dim=1)
+
+    class Old(torch.nn.Module):  # LN_Pelvic, LN_CommonIliac
+        def forward(self, x):
+            return torch.cat([band(x, 400), band(x, 200)], dim=1)
+
+    norm = Normalization(-1000.0, 1000.0, 0.0, 100.0)
+    old = Model(Old(), Plan(("LN_Pelvic", "LN_CommonIliac"), (2.0, 2.0, 3.0), (16, 16, 8), norm), {}, "old", "0", "-")
+    init = Model(Main(), Plan(("LN_Pelvic", "LN_CommonIliac", "Cervix"), (2.0, 2.0, 3.0), (16, 16, 8), norm), {}, "init", "1", "-",
+                 fallback=old, fallback_structures=("CTVn",))
+    hu = np.full((24, 20, 12), -1000, np.int16)
+    hu[2:22, 2:18, 1:11] = 0
+    hu[4:10, 6:12, 3:8], hu[10:16, 6:12, 3:8], hu[16:20, 6:12, 3:8] = 200, 400, 600
+    image = Volume(hu, (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+    p = source_probabilities(init, image)
+    block = lambda i0, i1: (slice(i0, i1), slice(6, 12), slice(3, 8))  # noqa: E731
+    assert (p["LN_Pelvic"][block(10, 16)] > 0.99).all() and (p["LN_Pelvic"][block(4, 10)] < 0.01).all()
+    assert (p["LN_CommonIliac"][block(4, 10)] > 0.99).all() and (p["Cervix"][block(16, 20)] > 0.99).all()
+    ctvn = np.zeros(hu.shape, bool)
+    ctvn[block(4, 16)] = True
+    split = partition_compound(ctvn, {n: p[n] for n in ("LN_CommonIliac", "LN_Pelvic")}, image.spacing_mm)
+    assert split["LN_Pelvic"][block(10, 16)].all() and not split["LN_Pelvic"][block(4, 10)].any()

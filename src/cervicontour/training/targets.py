@@ -94,14 +94,19 @@ def channel_plan(source_structures: Sequence[str] | None, cohort_structures: Seq
 def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.ndarray]:
     """The source model's stage-1 probability per channel on ``image``'s grid (float32 arrays),
     computed wherever any channel reaches ``floor`` (0 elsewhere): a part's *relative*
-    probability matters where it is below 0.5, which ``predict`` does not map back."""
+    probability matters where it is below 0.5, which ``predict`` does not map back.
+
+    A source with a fallback (the shipped default: its nodal groups come from its previous network)
+    gives the channels of its ``fallback_structures`` from that fallback, as ``predict`` does."""
     from cervicontour.model.infer import predict_probabilities
-    from cervicontour.pipeline import PREDICT_OVERLAP
+    from cervicontour.pipeline import PREDICT_OVERLAP, _with_fallback
     from cervicontour.preprocess import prepare_image
 
     prepared = prepare_image(image, model.plan)
     pad_value = float(model.plan.normalization.apply(np.array([-1024.0]))[0])
     working = predict_probabilities(model.network, prepared.image, model.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP)
+    if model.fallback is not None:
+        working = _with_fallback(image, model, working, tta=False, device="cpu")
     values, box = prepared.back_to_input(working, threshold_region=floor)
     out = {}
     for c, name in enumerate(model.plan.structures):
