@@ -227,3 +227,24 @@ def test_the_cli_logs_who_chose_the_para_aortic_extension(tmp_path, monkeypatch)
     assert (log["a"]["who"], log["b"]["who"]) == ("dr.login", "dr.given")
     assert log["a"]["requested"] == ["GTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"] and log["a"]["chosen_by"] == "option"
     assert log["a"]["used"] == ["LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"]
+
+
+def test_a_model_that_predicts_ctvn_itself_still_drafts_the_para_aortic_group_above_it():
+    """A model with a CTVn channel *and* the nodal groups: its CTVn is split among the groups a CTVn
+    is made of by default (every voxel to one of them, their union the CTVn); the para-aortic group
+    is the per-patient extension, drafted on its own threshold above it, not cut to nothing."""
+    from cervicontour.model.bundle import Model
+    from cervicontour.pipeline import predict_case
+
+    class WithCTVn(torch.nn.Module):  # CTVn on the pelvic and common iliac bands; the groups as BandNet
+        def forward(self, x):
+            bands = BandNet()(x)
+            return torch.cat([torch.maximum(bands[:, :1], bands[:, 1:2]), bands[:, :3]], dim=1)
+
+    plan = Plan(("CTVn", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic"), (2.0, 2.0, 3.0), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
+    result = predict_case(_image(), Model(WithCTVn(), plan, {}, "ctvn", "test", "-"))
+    np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 16))
+    assert result.partitions == {"CTVn": ["LN_CommonIliac", "LN_Pelvic"]}
+    np.testing.assert_array_equal(result.masks["LN_Pelvic"].array, _box(6, 12))
+    np.testing.assert_array_equal(result.masks["LN_CommonIliac"].array, _box(12, 16))
+    np.testing.assert_array_equal(result.masks["LN_ParaAortic"].array, _box(16, 24))

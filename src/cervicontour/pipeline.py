@@ -144,16 +144,23 @@ def predict_case(
 def parts_partition(names: Sequence[str], composed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Compound target → the predicted parts its mask is split into: the nodal groups a CTVn was
     composed of (``composed``), and the parts of a compound the model predicts itself (the CTVp
-    with Cervix, GTVp, Uterus, Vagina). Each part is then cut to its compound and every compound
-    voxel goes to its most probable part: the parts lie inside the compound and their union is it.
+    with Cervix, GTVp, Uterus, Vagina; a CTVn with the groups it is made of by default,
+    :data:`~cervicontour.structures.DEFAULT_NODAL_GROUPS`: the para-aortic group is the per-patient
+    extension, drafted on its own as beside a CTVn composed without it). The split
+    (:func:`cervicontour.postprocess.parts.partition_compound`) puts every part inside the
+    compound and makes their union the compound.
 
     Example:
         >>> parts_partition(("CTVp", "Cervix", "Uterus", "LN_Pelvic", "CTVn"), {"CTVn": ["LN_Pelvic"]})
         {'CTVn': ['LN_Pelvic'], 'CTVp': ['Cervix', 'Uterus']}
+        >>> parts_partition(("CTVn", "LN_Pelvic", "LN_ParaAortic"), {})
+        {'CTVn': ['LN_Pelvic']}
     """
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS
+
     out = {t: list(ps) for t, ps in composed.items()}
     for target, parts in COMPOUND.items():
-        present = [p for p in parts if p in names]
+        present = [p for p in parts if p in names and (target != "CTVn" or p in DEFAULT_NODAL_GROUPS)]
         if target in names and target not in out and present:
             out[target] = present
     return out
