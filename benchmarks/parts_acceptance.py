@@ -87,7 +87,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def score_parts(folders: dict[str, Path], drawn: Path) -> dict:
     from cervicontour.cohort import load_cohort
-    from cervicontour.structures import COMPOUND
+    from cervicontour.structures import ABSENT_MEANS_EMPTY, COMPOUND
 
     reference = load_cohort(drawn)
     per_case = {}
@@ -96,8 +96,8 @@ def score_parts(folders: dict[str, Path], drawn: Path) -> dict:
         ref = reference[pid]
         row = {"dice": {}, "split": split_check(record, masks)}
         for name in (*FIVE, *COMPOUND["CTVn"], *COMPOUND["CTVp"]):
-            if name not in masks:
-                continue
+            if name not in masks or (not ref.has(name) and name not in ABSENT_MEANS_EMPTY):
+                continue  # a part the clinician did not contour (no para-aortic field) is not scored; no GTV is "none"
             r = ref.load_structure(name).array > 0 if ref.has(name) else np.zeros_like(masks[name])
             row["dice"][name] = dice(r, masks[name])
         per_case[pid] = row
