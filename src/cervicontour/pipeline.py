@@ -129,6 +129,8 @@ def predict_case(
                 full[box] = split[name] if name in split else values[c] >= 0.5
         masks[name] = image.with_array(full, structure=name)
         before = int(np.count_nonzero(values[c] >= 0.5)) if values.size else 0
+        if name in split:  # a part's voxels go to siblings or follow its compound's rules: the compound's flag says so
+            before = int(full.sum())
         records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc, name=name)
     kept = {}
     if keep_probabilities:
@@ -155,13 +157,19 @@ def parts_partition(names: Sequence[str], composed: Mapping[str, Sequence[str]])
         {'CTVn': ['LN_Pelvic'], 'CTVp': ['Cervix', 'Uterus']}
         >>> parts_partition(("CTVn", "LN_Pelvic", "LN_ParaAortic"), {})
         {'CTVn': ['LN_Pelvic']}
+
+    A predicted compound with gross disease but no anatomical part (CTVp and GTVp only) is not
+    split: the GTV alone cannot tile it; it keeps its own threshold.
+
+        >>> parts_partition(("CTVp", "GTVp"), {})
+        {}
     """
-    from cervicontour.structures import DEFAULT_NODAL_GROUPS
+    from cervicontour.structures import DEFAULT_NODAL_GROUPS, GROSS_DISEASE
 
     out = {t: list(ps) for t, ps in composed.items()}
     for target, parts in COMPOUND.items():
         present = [p for p in parts if p in names and (target != "CTVn" or p in DEFAULT_NODAL_GROUPS)]
-        if target in names and target not in out and present:
+        if target in names and target not in out and any(p not in GROSS_DISEASE for p in present):
             out[target] = present
     return out
 
