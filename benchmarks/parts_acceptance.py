@@ -45,10 +45,16 @@ def predict_folder(model, test: Path, out: Path, groups_of) -> dict[str, Path]:
     folders = {}
     for case in load_cohort(test).cases():
         target = out / case.patient_id
-        if not (target / case.patient_id / "prediction.json").is_file():
+        if _predicted(target) is None:
             predict(case.image_path, target, model=model, nodal_groups=groups_of(case))
-        folders[case.patient_id] = target / case.patient_id
+        folders[case.patient_id] = _predicted(target)
     return folders
+
+
+def _predicted(out: Path) -> Path | None:
+    """The one case folder a predict call wrote under ``out`` (named after the input file), or None."""
+    found = sorted(out.glob("*/prediction.json"))
+    return found[0].parent if found else None
 
 
 def read_case(folder: Path) -> tuple[dict, dict[str, np.ndarray], object]:
@@ -120,17 +126,17 @@ def choice_checks(model_dir: Path, test: Path, work: Path) -> dict:
     out = {}
     first = cases[0]
     folder = work / "choice_pelvic_gtvn"
-    if not (folder / first.patient_id / "prediction.json").is_file():
+    if _predicted(folder) is None:
         predict(first.image_path, folder, model=model_dir, nodal_groups=["LN_Pelvic", "GTVn"])
-    _, masks, _ = read_case(folder / first.patient_id)
+    _, masks, _ = read_case(_predicted(folder))
     out["pelvic_gtvn"] = {"patient": first.patient_id, "ctvn_equals_union": bool(np.array_equal(masks["CTVn"], masks["LN_Pelvic"] | masks["GTVn"])),
                           "ctvn_voxels": int(masks["CTVn"].sum())}
     pa = next((c for c in cases if para_aortic_included(c.note)), None)
     if pa is not None:
         folder = work / "choice_para_aortic"
-        if not (folder / pa.patient_id / "prediction.json").is_file():
+        if _predicted(folder) is None:
             predict(pa.image_path, folder, model=model_dir, nodal_groups=[*DEFAULT_NODAL_GROUPS, "LN_ParaAortic"])
-        _, masks, grid = read_case(folder / pa.patient_id)
+        _, masks, grid = read_case(_predicted(folder))
         # the aortic bifurcation: the top of the phantom's common iliac arteries (the drawn reference's anatomy)
         drawn = load_cohort(work / "drawn")[pa.patient_id]
         iliac = np.zeros_like(masks["CTVn"])
