@@ -86,13 +86,9 @@ def split_check(record: dict, masks: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    total = int(a.sum()) + int(b.sum())
-    return None if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def score_parts(folders: dict[str, Path], drawn: Path) -> dict:
     from cervicontour.cohort import load_cohort
+    from cervicontour.metrics.overlap import dice
     from cervicontour.structures import ABSENT_MEANS_EMPTY, COMPOUND
 
     reference = load_cohort(drawn)
@@ -105,7 +101,8 @@ def score_parts(folders: dict[str, Path], drawn: Path) -> dict:
             if name not in masks or (not ref.has(name) and name not in ABSENT_MEANS_EMPTY):
                 continue  # a part the clinician did not contour (no para-aortic field) is not scored; no GTV is "none"
             r = ref.load_structure(name).array > 0 if ref.has(name) else np.zeros_like(masks[name])
-            row["dice"][name] = dice(r, masks[name])
+            d = dice(r, masks[name])
+            row["dice"][name] = float(d) if np.isfinite(d) else None  # both empty: undefined, not scored
         per_case[pid] = row
     names = sorted({n for row in per_case.values() for n in row["dice"]})
     summary = {}

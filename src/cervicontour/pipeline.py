@@ -195,7 +195,7 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
     working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
     if model.fallback is not None:  # structures the fit's selection kept from its zero-shot init
-        working = _with_fallback(image, model, working, tta=tta, device=device)
+        working = with_fallback(image, model, working, tta=tta, device=device)
     names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
     clock.lap("model")
     # 3. back onto the input grid (the box around everything the model found: a refiner works inside
@@ -205,7 +205,7 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     return names, working, composed, values, box
 
 
-def _with_fallback(image: Volume, model, working: np.ndarray, *, tta: bool, device: str) -> np.ndarray:
+def with_fallback(image: Volume, model, working: np.ndarray, *, tta: bool, device: str) -> np.ndarray:
     """Replace the channels of ``model.fallback_structures`` (a compound: all its parts) by the
     fallback model's, predicted on the same working grid (its own normalisation)."""
     from cervicontour.model.infer import predict_probabilities

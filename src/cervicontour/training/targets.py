@@ -99,14 +99,14 @@ def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.n
     A source with a fallback (the shipped default: its nodal groups come from its previous network)
     gives the channels of its ``fallback_structures`` from that fallback, as ``predict`` does."""
     from cervicontour.model.infer import predict_probabilities
-    from cervicontour.pipeline import PREDICT_OVERLAP, _with_fallback
+    from cervicontour.pipeline import PREDICT_OVERLAP, with_fallback
     from cervicontour.preprocess import prepare_image
 
     prepared = prepare_image(image, model.plan)
     pad_value = float(model.plan.normalization.apply(np.array([-1024.0]))[0])
     working = predict_probabilities(model.network, prepared.image, model.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP)
     if model.fallback is not None:
-        working = _with_fallback(image, model, working, tta=False, device="cpu")
+        working = with_fallback(image, model, working, tta=False, device="cpu")
     values, box = prepared.back_to_input(working, threshold_region=floor)
     out = {}
     for c, name in enumerate(model.plan.structures):
