@@ -49,5 +49,5 @@ def make_dicom_predict_output(root: Path, model: str | Path = "default") -> tupl
     series = root / "dicom" / "SYN001"
     write_ct_series(series, stored, origin_mm=tuple(image.origin_mm), pixel_spacing_mm=(sy, sx), slice_step_mm=sz, clinical_header=True)
     out = root / "pred"
-    predict(series, out, model=model)
+    predict(series, out, model=model, patient_id="SYN001")  # the factory's PatientID is SYNTH01
     return out, series

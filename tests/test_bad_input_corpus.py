@@ -229,7 +229,7 @@ def test_force_predicts_a_ct_labelled_otherwise_and_flags_it(corpus, tmp_path):
     assert _refused(["predict", str(item.path), "--out", str(out)], ("dicom_mr_modality",)) is None
     result = runner.invoke(app, ["predict", str(item.path), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output[-800:]
-    record = json.loads((out / "dicom_mr_modality" / "prediction.json").read_text())
+    record = json.loads((out / "SYNTH01" / "prediction.json").read_text())  # named by the series' PatientID
     assert record["out_of_scope"][0].startswith("input gate overridden with --force: expected a CT series (DICOM Modality CT), got Modality MR")
 
 

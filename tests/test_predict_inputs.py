@@ -21,7 +21,7 @@ def test_nifti_input_ras_gives_masks_on_its_exact_grid(tiny_cohort, tiny_run, tm
     image = case.load_image()
     assert image.orientation == "RAS"
     (record_path,) = predict(case.image_path, tmp_path / "out", model=tiny_run, save_probabilities=True)
-    folder = tmp_path / "out" / "image"  # patient id = the file name without .nii.gz
+    folder = tmp_path / "out" / "SYN004"  # a cohort case's image.nii.gz: the case folder names it
     assert record_path == folder / "prediction.json"
     for name in TINY.structures:
         mask = read_nifti(folder / "structures" / f"{name}.nii.gz")
@@ -52,7 +52,7 @@ def test_dicom_series_folder_input(tiny_cohort, tiny_run, tmp_path):
     write_ct_series(series, (hu.astype(np.int32) + 1024).astype(np.uint16), pixel_spacing_mm=(7.5, 7.5), slice_step_mm=10.0)
     image = read_volume(series)
     predict(series, tmp_path / "out", model=tiny_run)
-    mask = read_nifti(tmp_path / "out" / "CT_series" / "structures" / "Bladder.nii.gz")
+    mask = read_nifti(tmp_path / "out" / "SYNTH01" / "structures" / "Bladder.nii.gz")  # the series' PatientID
     assert mask.same_grid(image)
 
 
@@ -79,3 +79,39 @@ def test_unusable_inputs_say_what_was_expected(tmp_path, tiny_run, tiny_cohort):
     with pytest.raises(InputError, match="no model.pt"):
         predict(image, tmp_path / "o", model=tmp_path)
     assert not (tmp_path / "o").exists()
+
+
+def test_case_names_from_the_file_the_series_or_the_option(tiny_cohort, tmp_path):
+    """A single file is named by its stem (or its case folder for image.nii.gz), a DICOM series by its
+    PatientID (made folder-safe; the folder's name without one), any single case by --patient-id."""
+    import shutil
+
+    pydicom = pytest.importorskip("pydicom")
+    from dicom_factory import write_ct_series
+
+    from cervicontour.errors import InputError
+    from cervicontour.pipeline import find_inputs
+
+    def names(path, **kw):
+        return [c.patient_id for c in find_inputs(path, **kw)]
+
+    image = tiny_cohort / "SYN002" / "image.nii.gz"
+    shutil.copy(image, tmp_path / "ct_0042.nii.gz")
+    assert names(tmp_path / "ct_0042.nii.gz") == ["ct_0042"]
+    assert names(image) == ["SYN002"]
+    assert names(image, patient_id="P-17") == ["P-17"]
+    series = tmp_path / "series_folder"
+    write_ct_series(series, np.full((8, 8, 8), 1024, np.uint16), clinical_header=True)
+    assert names(series) == ["SYNTH01"]  # the factory's PatientID
+    for given, expected in (("AB 12/3", "AB_12_3"), ("", "series_folder")):
+        for path in series.iterdir():
+            ds = pydicom.dcmread(path)
+            ds.PatientID = given
+            ds.save_as(path)
+        assert names(series) == [expected]
+    assert names(series, patient_id="anon01") == ["anon01"]
+    assert names(tiny_cohort, all_cases=True) == ["SYN001", "SYN002", "SYN003", "SYN004", "SYN005"]
+    with pytest.raises(InputError, match="5 cases to predict, but --patient-id names one"):
+        find_inputs(tiny_cohort, all_cases=True, patient_id="P1")
+    with pytest.raises(InputError, match="expected letters, digits"):
+        find_inputs(image, patient_id="../P1")

@@ -527,6 +527,7 @@ def predict(
     para_aortic: bool = typer.Option(False, "--para-aortic", help="Extend CTVn with the para-aortic nodes (adds LN_ParaAortic to the groups)."),
     who: Optional[str] = typer.Option(None, "--who", help="Who chooses the nodal groups (logged in each case's compose_log.jsonl; default: the login name)."),
     force: bool = typer.Option(False, "--force", help="Predict an image the input gate finds implausible (slice count, HU range, empty body, DICOM Modality not CT) when you know it is a CT in HU; the case is flagged out of scope. Non-finite values and unreadable files are never forced."),
+    patient_id: Optional[str] = typer.Option(None, "--patient-id", help="Name of the case for a single NIfTI CT or DICOM series (default: the file's stem, the case folder's name, or the series' PatientID)."),
 ) -> None:
     """Draft contours on the input's exact grid, rules enforced, with a prediction.json per case.
 
@@ -543,7 +544,7 @@ def predict(
     from cervicontour.structures import DEFAULT_NODAL_GROUPS
 
     loaded_rules = _guard(_load_rules, rules)
-    cases = _guard(find_inputs, input_path, all_cases=all_cases)
+    cases = _guard(find_inputs, input_path, all_cases=all_cases, patient_id=patient_id)
     groups = None
     if nodal_groups == "reference":
         if para_aortic:
@@ -556,7 +557,8 @@ def predict(
         task = progress.add_task("predicting cases", total=len(cases))
         written = _guard(
             run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
-            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, who=_who(who), on_case=lambda pid: progress.advance(task),
+            all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, who=_who(who), patient_id=patient_id,
+            on_case=lambda pid: progress.advance(task),
         )  # fmt: skip
     console = Console()
     for path in written:

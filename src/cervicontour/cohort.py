@@ -205,7 +205,10 @@ def read_notes(path: Path) -> dict[str, str]:
         return {row["patient_id"].strip(): (row["comment"] or "").strip() for row in reader}
 
 
-def _find_image(folder: Path) -> Path | None:
+def find_image(folder: str | os.PathLike) -> Path | None:
+    """A case folder's CT: its ``image.nii.gz`` (or ``ct``/``img``/``imaging`` stem), else its
+    ``dicom/`` series folder, else ``None``."""
+    folder = Path(folder)
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and is_nifti(entry) and strip_nifti_suffix(entry.name).lower() in IMAGE_STEMS:
             return entry
@@ -215,8 +218,26 @@ def _find_image(folder: Path) -> Path | None:
     return None
 
 
+def case_id(image_path: str | os.PathLike) -> str:
+    """The case a single CT file names: its stem (``ct_0042.nii.gz`` → ``ct_0042``), or, for a file
+    the layouts name by its role, the case it belongs to: ``P01/image.nii.gz`` → ``P01``,
+    ``imagesTs/P01_0000.nii.gz`` → ``P01``.
+
+    Example:
+        >>> case_id("cohort/SYN004/image.nii.gz"), case_id("ct_0042.nii.gz"), case_id("raw/imagesTr/P7_0000.nii.gz")
+        ('SYN004', 'ct_0042', 'P7')
+    """
+    path = Path(image_path).absolute()
+    stem = strip_nifti_suffix(path.name)
+    if stem.lower() in IMAGE_STEMS and path.parent.name:
+        return path.parent.name
+    if path.parent.name in ("imagesTr", "imagesTs") and stem.endswith("_0000"):
+        return stem[: -len("_0000")]
+    return stem
+
+
 def _index_patient(folder: Path, note: str) -> Case | None:
-    image = _find_image(folder)
+    image = find_image(folder)
     candidates: list[Path] = []
     for sub in (folder, folder / "structures", folder / "structures" / "sub"):
         if sub.is_dir():

@@ -322,23 +322,37 @@ class InputCase:
     structures: tuple[str, ...] = ()  # the reference structures a cohort case already has
 
 
-def find_inputs(path: str | os.PathLike, *, all_cases: bool = False) -> list[InputCase]:
+def find_inputs(path: str | os.PathLike, *, all_cases: bool = False, patient_id: str | None = None) -> list[InputCase]:
     """What to predict: a NIfTI file, a DICOM series folder, or a cohort folder.
 
     For a cohort, the hold-out (unlabelled) patients when it has any, else every patient;
-    ``all_cases=True`` takes every patient.
+    ``all_cases=True`` takes every patient. Case names: a cohort's patient ids; a NIfTI file's
+    :func:`~cervicontour.cohort.case_id` (``ct_0042.nii.gz`` → ``ct_0042``, ``P01/image.nii.gz`` →
+    ``P01``); a DICOM series' PatientID (characters other than letters, digits, ``_-.`` become
+    ``_``; the folder's name when it has none). ``patient_id`` names a single case instead.
+
+    Raises:
+        InputError: no such input; ``patient_id`` for several cases or not usable as a folder name.
     """
-    from cervicontour.io import is_nifti, read_volume, strip_nifti_suffix
+    from cervicontour.cohort import case_id
+    from cervicontour.export.rtstruct_import import safe_stem
+    from cervicontour.io import is_nifti, read_volume
 
     path = Path(path)
+    if patient_id is not None and safe_stem(patient_id) != patient_id:
+        raise InputError(f"patient id {patient_id!r}: it names the case's output folder; expected letters, digits, '_', '-' or '.' "
+                         f"(at most 64), e.g. {safe_stem(patient_id)!r}")
     if path.is_file():
         if not is_nifti(path):
             raise InputError(f"{path}: expected a NIfTI CT (.nii/.nii.gz), a DICOM series folder or a cohort folder")
-        return [InputCase(strip_nifti_suffix(path.name), path, lambda: read_volume(path))]
+        return [InputCase(patient_id or case_id(path), path, lambda: read_volume(path))]
     if not path.is_dir():
         raise InputError(f"{path}: no such file or folder")
-    if not any(p.is_dir() for p in path.iterdir()):
-        return [InputCase(path.name, path, lambda: read_volume(path))]  # a DICOM series folder
+    if not any(p.is_dir() for p in path.iterdir()):  # a DICOM series folder
+        from cervicontour.io.dicom import read_patient_id
+
+        named = read_patient_id(path)
+        return [InputCase(patient_id or (safe_stem(named) if named else path.name), path, lambda: read_volume(path))]
     from cervicontour.cohort import load_cohort
 
     cohort = load_cohort(path)
@@ -346,7 +360,10 @@ def find_inputs(path: str | os.PathLike, *, all_cases: bool = False) -> list[Inp
     cases = [c for c in cases if c.image_path is not None]
     if not cases:
         raise InputError(f"{path}: no patient with an image to predict")
-    return [InputCase(c.patient_id, Path(c.image_path), c.load_image, tuple(c.structure_names)) for c in cases]
+    if patient_id is not None and len(cases) > 1:
+        raise InputError(f"{path}: {len(cases)} cases to predict, but --patient-id names one; drop it (each case keeps its cohort id) "
+                         "or predict the one case's image")
+    return [InputCase(patient_id or c.patient_id, Path(c.image_path), c.load_image, tuple(c.structure_names)) for c in cases]
 
 
 def image_sha256(image: Volume) -> str:
@@ -371,8 +388,11 @@ def predict(
     force: bool = False,
     who: str | None = None,
     on_case=None,
+    patient_id: str | None = None,
 ) -> list[Path]:
     """Predict every input case and write the cohort layout plus ``prediction.json`` per case.
+
+    Each case is named as :func:`find_inputs` says (``patient_id`` names a single case).
 
     ``nodal_groups``: see :func:`predict_case`; ``"reference"`` composes each labelled cohort
     case's CTVn from the groups its reference contours include (to evaluate a model against the
@@ -401,7 +421,7 @@ def predict(
     from cervicontour.model.run_files import write_json
     from cervicontour.validate.scope import out_of_scope
 
-    cases = find_inputs(input_path, all_cases=all_cases)
+    cases = find_inputs(input_path, all_cases=all_cases, patient_id=patient_id)
     check_writable(out, folder=True)
     _check_replaceable(Path(out), cases)
     loaded, load_s = None, 0.0  # the model is loaded once the first image has passed the gate

@@ -109,6 +109,25 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
     return _build_volume(folder, slices)
 
 
+def read_patient_id(folder: str | os.PathLike) -> str:
+    """The ``PatientID`` of the first image slice in ``folder`` (headers only; ``""`` when the
+    slices carry none or the folder holds no DICOM image).
+
+    Example:
+        >>> read_patient_id("patient01/CT")  # doctest: +SKIP
+        'AB123456'
+    """
+    pydicom = _import_pydicom()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        ds = _read_header(pydicom, path)
+        try:
+            if ds is not None and "PixelData" in ds:
+                return str(ds.get("PatientID", "") or "").strip()
+        except Exception:  # noqa: BLE001 - a damaged file: the series reader names it later
+            continue
+    return ""
+
+
 # ------------------------------------------------------------------------------ scanning
 def _scan(pydicom, folder: Path) -> tuple[dict[str, list[_Slice]], dict[str, list[str]]]:
     """Group single-frame image files by SeriesInstanceUID; note why others were skipped."""
