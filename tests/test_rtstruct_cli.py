@@ -135,9 +135,42 @@ def test_predict_writes_rtstruct_and_report_for_a_dicom_series(phantom, tmp_path
     assert "not for clinical use" in html.lower()
 
 
-def test_predict_rtstruct_on_nifti_says_why_not(small_cohort, tmp_path):
+def test_predict_rtstruct_on_nifti_writes_the_ct_series_it_references(small_cohort, tmp_path):
+    """predict --rtstruct on a NIfTI CT: OUT/<case>/CT holds the CT as DICOM (the NIfTI's voxels, read
+    by SimpleITK), RS.dcm references it slice by slice, dciodvfy finds no error, and importing both
+    gives the predicted masks back."""
+    import shutil
+
+    import pydicom
+    import SimpleITK as sitk
+
     image = small_cohort / "SYN002" / "image.nii.gz"
     result = _run("predict", str(image), "--out", str(tmp_path / "p"), "--rtstruct")
     assert result.returncode == 0, result.stderr
-    assert "not a DICOM series" in result.stdout
-    assert not list((tmp_path / "p").glob("*/RS.dcm"))
+    case_dir = tmp_path / "p" / "SYN002"  # the case folder names its image.nii.gz
+    assert "references the NIfTI CT written as DICOM" in result.stdout
+    series, rs = case_dir / "CT", case_dir / "RS.dcm"
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    dicom, nifti = reader.Execute(), sitk.ReadImage(str(image))
+    assert load_cohort(small_cohort)["SYN002"].load_image().orientation == "LPS"  # so the arrays line up as stored
+    assert np.array_equal(sitk.GetArrayFromImage(dicom), sitk.GetArrayFromImage(nifti))
+    assert np.allclose(dicom.GetOrigin(), nifti.GetOrigin(), atol=1e-6) and np.allclose(dicom.GetSpacing(), nifti.GetSpacing(), atol=1e-6)
+    slices = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in series.glob("*.dcm")}
+    ds = pydicom.dcmread(rs)
+    assert ds.PatientID == "SYN002"
+    referenced = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert {item.ReferencedSOPInstanceUID for item in referenced.ContourImageSequence} == set(slices)
+    if shutil.which("dciodvfy"):
+        for path in [rs, *slices.values()]:
+            run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+            assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")], path.name
+    result = _run("rtstruct", "import", "--series", str(series), "--rtstruct", str(rs), "--out", str(tmp_path / "back" / "SYN002"))
+    assert result.returncode == 0, result.stderr
+    back = load_cohort(tmp_path / "back")["SYN002"]
+    for mask in sorted((case_dir / "structures").glob("*.nii.gz")):
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) > 0
+        name = mask.name[: -len(".nii.gz")]
+        if predicted.any():
+            again = sitk.GetArrayFromImage(sitk.ReadImage(str(back.structure_paths[name]))) > 0
+            assert 2 * np.count_nonzero(predicted & again) / (predicted.sum() + again.sum()) >= 0.98, name

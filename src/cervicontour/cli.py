@@ -517,7 +517,7 @@ def predict(
     all_cases: bool = typer.Option(False, "--all", help="For a cohort: every patient (default: the hold-out ones, or all if none)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write probability maps (percent, uint8)."),
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML enforced on the predictions (default: the clinicians' rules)."),
-    rtstruct: bool = typer.Option(False, "--rtstruct", help="Also write OUT/<patient_id>/RS.dcm for each case whose input is a DICOM series."),
+    rtstruct: bool = typer.Option(False, "--rtstruct", help="Also write OUT/<patient_id>/RS.dcm referencing the input DICOM series, or, for a NIfTI input, the CT written as a DICOM series in OUT/<patient_id>/CT."),
     report: bool = typer.Option(False, "--report", help="Also write the per-case QA report (OUT/<patient_id>/report/index.html)."),
     nodal_groups: Optional[str] = typer.Option(
         None, "--nodal-groups",
@@ -569,13 +569,11 @@ def predict(
             console.print(f"  [bold red]outside what this model was made for:[/] {reason}", highlight=False)
         source = Path(record["input"]["path"])
         if rtstruct:
-            if source.is_dir():
-                from cervicontour.export.rtstruct import export_case
+            from cervicontour.export.ct_series import prediction_rtstruct
 
-                _guard(export_case, source, path.parent, path.parent / "RS.dcm")
-                console.print(f"  RTSTRUCT: {path.parent / 'RS.dcm'} (AUTOMATIC, references series in {source})", highlight=False)
-            else:
-                console.print(f"  [yellow]no RTSTRUCT:[/] {source.name} is not a DICOM series (RTSTRUCT needs the CT's SOP instances)", highlight=False)
+            exported, series = _guard(prediction_rtstruct, path.parent)
+            written_series = f"the NIfTI CT written as DICOM in {series.folder}" if series else f"series in {source}"
+            console.print(f"  RTSTRUCT: {exported.path} (AUTOMATIC, references {written_series})", highlight=False)
         if report:
             from cervicontour.report.case_report import write_case_report
 
@@ -647,6 +645,30 @@ def rtstruct_import(
     for roi, why in case.not_rasterised.items():
         typer.echo(f"not rasterised: {roi!r}: {why}", err=True)
     typer.echo(f"wrote {case.folder} ({len(case.structures)} structures; notes in {case.folder / 'import.json'})")
+
+
+@app.command("export-dicom")
+def export_dicom_command(
+    case: Path = typer.Argument(..., help="A cohort case folder (CASE/image.nii.gz) or a NIfTI CT file."),
+    out: Path = typer.Option(..., "--out", help="Series folder to write (new or empty): one CT_<nnnn>.dcm per slice."),
+    patient_id: Optional[str] = typer.Option(None, "--patient-id", help="DICOM PatientID (default: the case id: the case folder's name or the file's stem)."),
+    patient_name: Optional[str] = typer.Option(None, "--patient-name", help="DICOM PatientName, e.g. Doe^Jane (default: the patient id)."),
+    patient_position: str = typer.Option("", "--patient-position", help="DICOM PatientPosition (HFS, FFS, HFP, FFP, ...); a NIfTI does not record it (default: empty)."),
+    force: bool = typer.Option(False, "--force", help="Export an image the input gate finds implausible as a CT (slice count, HU range, empty body)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a series folder written before (a folder of .dcm files only)."),
+) -> None:
+    """Write a NIfTI CT as a DICOM CT series (exact geometry and HU, UIDs stable per case), for an RTSTRUCT to reference.
+
+    Then: cervicontour rtstruct export --series OUT --masks CASE --out RS.dcm
+    """
+    from cervicontour.export.ct_series import export_dicom
+
+    result = _guard(export_dicom, case, out, patient_id=patient_id, patient_name=patient_name, patient_position=patient_position,
+                    force=force, overwrite=overwrite)  # fmt: skip
+    typer.echo(f"wrote {result.slices} CT slices ({result.orientation}, RescaleIntercept {result.rescale_intercept}) for patient "
+               f"{result.patient_id} to {result.folder}\nStudyInstanceUID {result.study_uid}\nSeriesInstanceUID {result.series_uid}")
+    if result.rounded_hu:
+        typer.echo(f"note: the CT held non-integer values; rounded to whole HU (largest change {result.rounded_hu:.3f} HU)", err=True)
 
 
 @app.command("dicom-to-cohort")

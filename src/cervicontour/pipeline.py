@@ -484,7 +484,7 @@ def predict(
 
 
 #: What ``predict`` writes in a case folder: a case folder holding anything else is not replaced.
-PREDICT_WRITES = frozenset({"structures", "probabilities", "prediction.json", "RS.dcm", "report"})
+PREDICT_WRITES = frozenset({"structures", "probabilities", "prediction.json", "RS.dcm", "CT", "report"})
 
 
 def _check_replaceable(out: Path, cases: Sequence[InputCase]) -> None:

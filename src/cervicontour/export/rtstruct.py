@@ -200,7 +200,7 @@ def _check_references(ct: Volume, series_dir) -> None:
     if lacking:
         raise InputError(f"{series_dir}: the CT series lacks {', '.join(lacking)}; an RTSTRUCT must reference them, or a planning "
                          "system cannot link it (an anonymiser emptied them?) — write a consistent copy of the series with "
-                         "new UIDs (your anonymiser's 'replace UIDs' option, or `cervicontour export-dicom` once it exists) and export against it")
+                         "new UIDs (your anonymiser's 'replace UIDs' option, or the CT as NIfTI through `cervicontour export-dicom`) and export against it")
 
 
 def _reference_header(pydicom, folder: Path, series_uid: str):
