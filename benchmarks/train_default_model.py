@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--phantom", type=int, default=1, choices=[1, 2], help="anatomy version of the cohorts (cervicontour.synth.anatomy.PHANTOMS)")
     parser.add_argument("--adapt-from", type=Path, default=None, help="stage adapt: the nodal run to continue on --phantom's target cohort (WORK/finetune_nodal_adapted)")
     parser.add_argument("--parts-minutes", type=float, default=40.0, help="stage parts: training time of the CTVp-parts fine-tune of the shipped model")
+    parser.add_argument("--parts-from", type=Path, default=None, help="stage parts: continue this parts run (WORK/finetune_parts) instead of fine-tuning the shipped model")
+    parser.add_argument("--parts-run", default="finetune_parts", help="stages parts/ship-parts: the parts run folder under WORK")
+    parser.add_argument("--parts-lr", type=float, default=1e-3, help="stage parts: peak learning rate (decayed over --parts-minutes)")
     parser.add_argument("--adapt-minutes", type=float, default=None, help="stage adapt: training time, the learning rate decaying over it")
     parser.add_argument("--adapt-run", default="finetune_nodal_adapted", help="stage adapt: the run folder under WORK (a further adaptation of an adapted run: finetune_nodal_adapted2)")
     parser.add_argument("--refine-from", type=Path, default=None, help="stage refine: the stage-1 run whose CTVn to refine (default WORK/finetune_nodal_adapted2)")
@@ -145,13 +148,14 @@ def main() -> None:
         return
     if args.stage == "parts":  # the shipped model fine-tuned with four more channels: the CTVp's parts
         shipped = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
-        run = work / "finetune_parts"
-        config = TrainConfig(structures=DEFAULT_OUTPUTS, steps=args.continue_steps or 1000, lr=1e-3, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full")
+        run = work / args.parts_run
+        # same seed as the first parts fine-tune: the same train/validation split when continuing it
+        config = TrainConfig(structures=DEFAULT_OUTPUTS, steps=args.continue_steps or 1000, lr=args.parts_lr, val_cases=8, folds=5, seed=2, threads=args.threads, strategy="full")
         config = config.replace(**common, **timed(args.parts_minutes))
-        train(cohort(data, "target", phantom), run, config, init=shipped, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("parts"))
+        train(cohort(data, "target", phantom), run, config, init=args.parts_from or shipped, resume=(run / "checkpoint_last.pt").is_file(), on_progress=progress("parts"))
         return
     if args.stage == "ship-parts":
-        ship_parts(work / "finetune_parts")
+        ship_parts(work / args.parts_run)
         evaluate(work, data, phantom)
         return
     if args.stage == "refine":
@@ -506,6 +510,8 @@ def ship_parts(run: Path) -> None:
 
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
     shipped, model = load_model(target), load_model(run)
+    # re-shipping over a model that already carries a parts network: its fallback is the network kept for the five structures
+    shipped = shipped.fallback if shipped.fallback is not None else shipped
     info = json.loads((run / "run.json").read_text())
     meta = dict(shipped.meta)
     meta["parts"] = {"run": run.name, **{k: info.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation", "train_cases", "val_cases")},

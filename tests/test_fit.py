@@ -340,24 +340,6 @@ def test_an_unusable_init_is_refused_before_anything_is_written(five_label_cohor
     assert not (tmp_path / "m").exists()
 
 
-def test_an_init_with_a_fallback_keeps_that_network_for_what_it_predicted():
-    """The shipped default predicts its five structures with its fallback network and the CTVp's
-    parts with its main one: a structure the fit keeps from zero-shot comes from that fallback;
-    a kept structure the init predicted with its main network cannot ride beside it (one fallback)."""
-    from types import SimpleNamespace
-
-    from cervicontour.training.fit import _zero_shot_network
-
-    old = SimpleNamespace(plan=SimpleNamespace(structures=("Bladder", "CTVp", "LN_Pelvic", "LN_ParaAortic")), fallback=None)
-    init = SimpleNamespace(plan=SimpleNamespace(structures=("Bladder", "CTVp", "Cervix", "Uterus")), fallback=old,
-                           fallback_structures=("Bladder", "CTVp", "CTVn"))
-    network, not_kept = _zero_shot_network(init, ("Bladder", "LN_ParaAortic", "Cervix"))
-    assert network is old and not_kept == ("Cervix",)  # LN_ParaAortic: a part of CTVn, which the fallback predicts
-    plain = SimpleNamespace(plan=init.plan, fallback=None)
-    assert _zero_shot_network(plain, ("Bladder",)) == (plain, ())
-    assert _zero_shot_network(None, ("Bladder",)) == (None, ())
-
-
 def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_predicts_them_with():
     """The shipped default predicts the nodal groups with its fallback network (its main one, the
     CTVp-parts fine-tune, lost Dice on them): the CTVn of each patient is split by the fallback's

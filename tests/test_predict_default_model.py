@@ -46,16 +46,16 @@ def test_predict_a_nifti_out_of_the_box(default_model, tmp_path):
     from cervicontour.synth.case import synthesize_case
 
     case = synthesize_case(np.random.default_rng([9090, 0]), size="small", edge=set(), labelled=False)
-    ct = tmp_path / "ct.nii.gz"
+    ct = tmp_path / "ct_9090.nii.gz"  # a single file: the case is named after its stem
     write_nifti(to_ras(case.image), ct)
     exe = Path(sys.executable).parent / "cervicontour"
     proc = subprocess.run([str(exe), "predict", str(ct), "--out", str(tmp_path / "o")], capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads((tmp_path / "o" / "ct" / "prediction.json").read_text())
+    record = json.loads((tmp_path / "o" / "ct_9090" / "prediction.json").read_text())
     assert record["model"]["name"] == "cervicontour-default"
     assert record["out_of_scope"] == []  # a phantom female pelvis: what the model was made for
     image = read_nifti(ct)
-    folder = tmp_path / "o" / "ct" / "structures"
+    folder = tmp_path / "o" / "ct_9090" / "structures"
     for name in ("Bladder", "Anorectum", "CTVn", "CTVp", "Parametrium"):
         assert read_nifti(folder / f"{name}.nii.gz").same_grid(image)
     # CTVn = the default groups (no para-aortic extension unless asked for); each group lies inside it

@@ -107,3 +107,29 @@ def test_evaluate_scores_parts_only_against_a_reference_that_has_them(cohorts, p
             assert got[(case, part)]["dice"] == pytest.approx(dice) and got[(case, part)]["compound"] == "CTVn"
     assert {r["compound"] for r in full.part_rows} == {"CTVn"}  # the model drafts no CTVp part
     assert full.part_notes == ["CTVp parts: the prediction has none; not scored (2 patients)"]
+
+
+def test_a_chosen_set_of_groups_replaces_the_ctvn_of_a_model_that_predicts_it_itself(cohorts, tmp_path):
+    """A model with a CTVn channel of its own and the nodal groups: no choice keeps its CTVn (here
+    its head bias is -20: nothing drafted); a choice composes CTVn from the chosen groups (the
+    LN_CommonIliac head lifted: drafted), replacing its own."""
+    from cervicontour.model import load_model, save_model, train
+    from cervicontour.pipeline import predict
+    from cervicontour.structures import NODAL_OUTPUTS
+
+    structures = (*NODAL_OUTPUTS, "CTVn")
+    run = tmp_path / "run"
+    train(cohorts[0], run, TINY.replace(steps=1, structures=structures, unlabelled_ok=("LN_ParaAortic",)))
+    model = load_model(run)
+    with torch.no_grad():
+        model.network.decoder.seg_layers[-1].bias[structures.index("LN_CommonIliac")] = 0.5
+        model.network.decoder.seg_layers[-1].bias[structures.index("CTVn")] = -20.0  # its own CTVn: nothing
+    path = save_model(run / "lifted.pt", model.network, model.plan, model.arch, name="tiny-ctvn", version="0", config_sha256=model.config_sha256, meta=model.meta)
+    own, chosen = tmp_path / "own", tmp_path / "chosen"
+    predict(cohorts[1], own, model=path, all_cases=True)
+    predict(cohorts[1], chosen, model=path, all_cases=True, nodal_groups=["LN_CommonIliac"])
+    for case in sorted(p.name for p in chosen.iterdir() if p.is_dir()):
+        assert not _mask(own / case / "structures" / "CTVn.nii.gz").any(), case
+        ctvn = _mask(chosen / case / "structures" / "CTVn.nii.gz")
+        assert ctvn.any(), case
+        np.testing.assert_array_equal(ctvn, _mask(chosen / case / "structures" / "sub" / "LN_CommonIliac.nii.gz"))

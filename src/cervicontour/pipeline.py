@@ -192,10 +192,7 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     prepared = prepare_image(image, plan)
     clock.lap("preprocess")
     # 2. model: per-structure sigmoid probabilities on the working grid
-    pad_value = float(plan.normalization.apply(np.array([-1024.0]))[0])
-    working = predict_probabilities(model.network, prepared.image, plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
-    if model.fallback is not None:  # structures the fit's selection kept from its zero-shot init
-        working = with_fallback(image, model, working, tta=tta, device=device)
+    working = working_probabilities(image, model, tta=tta, device=device, prepared=prepared)
     names, working, composed = _compose_targets(tuple(plan.structures), working, nodal_groups)
     clock.lap("model")
     # 3. back onto the input grid (the box around everything the model found: a refiner works inside
@@ -205,32 +202,51 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     return names, working, composed, values, box
 
 
-def with_fallback(image: Volume, model, working: np.ndarray, *, tta: bool, device: str) -> np.ndarray:
-    """Replace the channels of ``model.fallback_structures`` (a compound: all its parts) by the
-    fallback model's, predicted on the same working grid (its own normalisation)."""
+def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepared=None, needed=None) -> np.ndarray:
+    """``model``'s per-channel sigmoid probabilities on its working grid, ``(C, *working)``.
+
+    The channels of its ``fallback_structures`` (a compound: all its parts; the structures a fit's
+    selection kept from its zero-shot init) come from its fallback, predicted on the same working
+    grid with its own normalisation, and so on down the chain (a model fitted from the shipped
+    default falls back on the default, which falls back on its previous network for the five
+    structures). A network is run only when a ``needed`` channel (default: all) is its own; the
+    channels nobody needs are 0. ``prepared``: ``model``'s
+    :func:`~cervicontour.preprocess.prepare_image` of ``image``, when the caller has it."""
     from cervicontour.model.infer import predict_probabilities
     from cervicontour.preprocess import prepare_image
 
-    fallback = model.fallback
-    prepared = prepare_image(image, fallback.plan)
-    pad_value = float(fallback.plan.normalization.apply(np.array([-1024.0]))[0])
-    theirs = predict_probabilities(fallback.network, prepared.image, fallback.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
-    if theirs.shape[1:] != working.shape[1:]:
-        raise InputError(f"the fallback model's working grid {theirs.shape[1:]} differs from the model's {working.shape[1:]}")
-    names, fallback_names = list(model.plan.structures), list(fallback.plan.structures)
-    working = working.copy()
-    for structure in model.fallback_structures:
-        for name in (structure, *COMPOUND.get(structure, ())):
-            if name in names and name in fallback_names:
-                working[names.index(name)] = theirs[fallback_names.index(name)]
+    names = list(model.plan.structures)
+    needed = set(names) if needed is None else set(needed)
+    taken = {name: channel for name, channel in fallback_channels(model).items() if name in needed}
+    theirs = working_probabilities(image, model.fallback, tta=tta, device=device, needed=set(taken)) if taken else None
+    if theirs is not None and needed <= set(taken):
+        working = np.zeros((len(names), *theirs.shape[1:]), theirs.dtype)
+    else:
+        prepared = prepared if prepared is not None else prepare_image(image, model.plan)
+        pad_value = float(model.plan.normalization.apply(np.array([-1024.0]))[0])
+        working = predict_probabilities(model.network, prepared.image, model.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
+        if theirs is not None and theirs.shape[1:] != working.shape[1:]:
+            raise InputError(f"the fallback model's working grid {theirs.shape[1:]} differs from the model's {working.shape[1:]}")
+    for name, channel in taken.items():
+        working[names.index(name)] = theirs[channel]
     return working
+
+
+def fallback_channels(model) -> dict[str, int]:
+    """``{output name: the fallback's channel}`` for every channel ``model`` takes from its fallback."""
+    if model.fallback is None:
+        return {}
+    names, theirs = set(model.plan.structures), list(model.fallback.plan.structures)
+    return {name: theirs.index(name) for structure in model.fallback_structures
+            for name in (structure, *COMPOUND.get(structure, ())) if name in names and name in theirs}  # fmt: skip
 
 
 def active_refiner(model):
     """The refiner ``predict`` applies: the fallback's when its structure is one the fallback predicts."""
     fallback = model.fallback
-    if fallback is not None and fallback.refiner is not None and fallback.refiner.structure in model.fallback_structures:
-        return fallback.refiner
+    theirs = active_refiner(fallback) if fallback is not None else None  # down the chain
+    if theirs is not None and theirs.structure in model.fallback_structures:
+        return theirs
     if model.refiner is not None and model.refiner.structure in model.fallback_structures:
         return None  # the fallback predicts that structure, without a second stage
     return model.refiner
@@ -245,13 +261,15 @@ def _refiner_inputs(image: Volume, box, names, values: np.ndarray, refiner) -> t
 
 def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_groups: Sequence[str] | None):
     """Add CTVn = voxel-wise max of the chosen nodal-group probabilities when the model predicts
-    the groups but not CTVn itself (max of probabilities = union of the thresholded masks)."""
+    the groups but not CTVn itself (max of probabilities = union of the thresholded masks). A model
+    that predicts CTVn itself and the groups keeps its own CTVn unless groups are chosen; a choice
+    replaces it by the union of the chosen groups."""
     from cervicontour.postprocess.compose import parse_parts
     from cervicontour.structures import DEFAULT_NODAL_GROUPS, GROSS_DISEASE
 
     predicted = [n for n in structures if n in COMPOUND["CTVn"]]
-    if "CTVn" in structures or not predicted:
-        if nodal_groups is not None and not predicted:
+    if not predicted or ("CTVn" in structures and nodal_groups is None):
+        if nodal_groups is not None:
             raise InputError(
                 f"this model predicts {'CTVn as one structure' if 'CTVn' in structures else 'no CTVn'} and none of its nodal groups "
                 f"({', '.join(COMPOUND['CTVn'])}), so it cannot compose a CTVn from the chosen groups ({', '.join(nodal_groups)}); "
@@ -271,6 +289,10 @@ def _compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_gro
             "choose among the groups it predicts with --nodal-groups"
         )
     ctvn = np.max(working[[structures.index(n) for n in use]], axis=0)
+    if "CTVn" in structures:  # the chosen groups replace the model's own CTVn
+        working = working.copy()
+        working[structures.index("CTVn")] = ctvn
+        return structures, working, {"CTVn": use}
     return (*structures, "CTVn"), np.concatenate([working, ctvn[None]], axis=0), {"CTVn": use}
 
 

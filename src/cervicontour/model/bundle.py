@@ -35,6 +35,7 @@ class Model:
             predicts ``fallback_structures`` instead of this one, because it scored better on the
             fit's validation patients; it shares this model's working grid (same spacing and crop).
             A compound there (``CTVn``) means all its parts, and the fallback's refiner for it.
+            The fallback may carry its own fallback (a chain, stored in the same file).
     """
 
     network: object
@@ -63,17 +64,23 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
 
     payload = model_payload(network, plan, arch, name=name, version=version, config_sha256=config_sha256, meta=meta, half=half, refiner=refiner)
     if fallback is not None and fallback_structures:
-        payload["fallback"] = {
-            "structures": list(fallback_structures),
-            "model": model_payload(fallback.network, fallback.plan, fallback.arch, name=fallback.name, version=fallback.version,
-                                   config_sha256=fallback.config_sha256, meta=fallback.meta, half=half, refiner=fallback.refiner),
-        }  # fmt: skip
+        payload["fallback"] = {"structures": list(fallback_structures), "model": _chained_payload(fallback, half=half)}
     from cervicontour.io.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def _chained_payload(model: "Model", *, half: bool) -> dict:
+    """``model`` as stored inside another's file, with its own fallback (a chain: a model fitted
+    from the shipped default keeps the default whole, and the default keeps its previous network)."""
+    payload = model_payload(model.network, model.plan, model.arch, name=model.name, version=model.version,
+                            config_sha256=model.config_sha256, meta=model.meta, half=half, refiner=model.refiner)  # fmt: skip
+    if model.fallback is not None and model.fallback_structures:
+        payload["fallback"] = {"structures": list(model.fallback_structures), "model": _chained_payload(model.fallback, half=half)}
+    return payload
 
 
 def model_payload(network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> dict:
@@ -137,10 +144,14 @@ def read_payload(path: Path) -> dict:
 def load_model(source: str | os.PathLike = "default", *, device: str = "cpu") -> Model:
     """Open a model for inference (float32, eval mode, on ``device``), with its refiner and fallback."""
     path = resolve_model_path(source)
-    payload = read_payload(path)
+    return _chain_from_payload(read_payload(path), path, device)
+
+
+def _chain_from_payload(payload: dict, path: Path, device: str) -> Model:
+    """One model of the file and, recursively, the fallback it carries."""
     model = _from_payload(payload, path, device)
     if payload.get("fallback"):
-        model.fallback = _from_payload(payload["fallback"]["model"], path, device)
+        model.fallback = _chain_from_payload(payload["fallback"]["model"], path, device)
         model.fallback_structures = tuple(payload["fallback"]["structures"])
         grid = lambda plan: (tuple(plan.spacing_mm), plan.body_threshold_hu, plan.margin_mm)  # noqa: E731 - what fixes the working grid
         if grid(model.fallback.plan) != grid(model.plan):

@@ -102,7 +102,7 @@ draws must be checked and edited by a clinician before planning.
 - Fitted by `cervicontour fit` from `{i['spec']}` to the cohort `{d['cohort']}`.
 - Outputs: {', '.join(m['structures'])}{' (CTVn composed from the nodal groups the clinician chooses)' if any(n.startswith('LN_') for n in m['structures']) else ''}.
 - CTV parts (how they are learned without part labels): {_parts_method(targets)}
-- Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (the fit showed no gain beyond its standard error on validation): {', '.join(m['fallback_structures']) or 'none'}{' — model.pt holds the init too, and predict runs both networks' if m['fallback_structures'] else ''}.
+- Second stage: {', '.join(m['refined']) or 'none'}. Structures kept from the zero-shot init (the fit showed no gain beyond its standard error on validation): {', '.join(m['fallback_structures']) or 'none'}{" — model.pt holds the init whole (with its own fallback, if any), and a kept compound's parts come from the init as the compound does; predict runs each network whose channels it uses" if m['fallback_structures'] else ''}.
 
 ## Data
 - {len(d['train_patients'])} training and {len(d['val_patients'])} validation patients ({d['split']}); labelled structures: {', '.join(d['structures'])}.

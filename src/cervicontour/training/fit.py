@@ -477,31 +477,14 @@ def _assemble(stage1, refined, source_model, choice: dict, frozen: tuple[str, ..
     kept = tuple(n for n, c in choice.items() if c == "zeroshot")
     if source_model is not None:  # a channel no patient trained (e.g. no note included para-aortic nodes) stays the init's
         kept += tuple(n for n in frozen if n in source_model.plan.structures and n not in kept)
-    fallback, not_kept = _zero_shot_network(source_model, kept)
-    kept = tuple(n for n in kept if n not in not_kept)
-    meta = {**stage1.meta, "fit": {"choice": choice, "fallback_structures": list(kept), "not_kept": list(not_kept)}}
+    # the whole init is the fallback (a chain when it has its own): a kept compound's parts come from
+    # the init as the compound does, e.g. the shipped default's CTVp parts from its parts network
+    meta = {**stage1.meta, "fit": {"choice": choice, "fallback_structures": list(kept)}}
     from cervicontour import __version__
 
     save_model(path, main.network, main.plan, main.arch, name=name, version=__version__, config_sha256=stage1.config_sha256,
-               meta=meta, half=True, refiner=main.refiner, fallback=fallback if kept else None, fallback_structures=kept)  # fmt: skip
+               meta=meta, half=True, refiner=main.refiner, fallback=source_model if kept else None, fallback_structures=kept)  # fmt: skip
     return load_model(path)
-
-
-def _zero_shot_network(source_model, kept: tuple[str, ...]):
-    """The one network that predicts the ``kept`` structures as the zero-shot init did, and the kept
-    structures it cannot carry.
-
-    An init without a fallback: itself. An init with one (the shipped default predicts its five
-    structures with its previous network and the CTVp's parts with the parts network): its fallback
-    for what the init predicted with it (a structure it lists, or a part of one); a kept structure
-    the init predicted with its main network cannot ride beside that fallback (a model carries one)
-    and stays the fitted model's (recorded as ``not_kept``)."""
-    if source_model is None or source_model.fallback is None:
-        return source_model, ()
-    listed = set(source_model.fallback_structures)
-    theirs = set(source_model.fallback.plan.structures)
-    covered = lambda n: n in listed or (n in theirs and any(n in parts and c in listed for c, parts in COMPOUND.items()))  # noqa: E731
-    return source_model.fallback, tuple(n for n in kept if not covered(n))
 
 
 # ----------------------------------------------------------------------------- bookkeeping

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.postprocess.parts import partition_compound
-from cervicontour.structures import COMPOUND
+from cervicontour.structures import COMPOUND, GROSS_DISEASE
 from cervicontour.validate.notes import nodal_groups_for, para_aortic_included
 
 #: per-patient record of what its targets are, inside the patient's target folder
@@ -98,15 +98,11 @@ def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.n
 
     A source with a fallback (the shipped default: its nodal groups come from its previous network)
     gives the channels of its ``fallback_structures`` from that fallback, as ``predict`` does."""
-    from cervicontour.model.infer import predict_probabilities
-    from cervicontour.pipeline import PREDICT_OVERLAP, with_fallback
+    from cervicontour.pipeline import working_probabilities
     from cervicontour.preprocess import prepare_image
 
     prepared = prepare_image(image, model.plan)
-    pad_value = float(model.plan.normalization.apply(np.array([-1024.0]))[0])
-    working = predict_probabilities(model.network, prepared.image, model.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP)
-    if model.fallback is not None:
-        working = with_fallback(image, model, working, tta=False, device="cpu")
+    working = working_probabilities(image, model, tta=False, device="cpu", prepared=prepared)
     values, box = prepared.back_to_input(working, threshold_region=floor)
     out = {}
     for c, name in enumerate(model.plan.structures):
@@ -168,7 +164,10 @@ def write_targets(
             split = partition_compound(case.load_structure(compound).array, {p: probabilities[p] for p in chosen}, image.spacing_mm)
             for part, mask in split.items():
                 info["parts_voxels"][part] = int(mask.sum())
-                if mask.any() or part == "LN_ParaAortic":  # an empty GTVn is "none" (absent); PA: known, maybe empty
+                # an anatomical part's split is known even when empty (the parts tile a labelled compound):
+                # an empty one trains as "none here", never as unknown; gross disease is written where
+                # the source finds it (absent = none, as the evaluation reads it)
+                if mask.any() or part not in GROSS_DISEASE:
                     masks[part] = image.with_array(mask, structure=part)
         staging = out / f".{case.patient_id}.partial"
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""A model's fallback may carry its own fallback (a chain): a model fitted from the shipped default
+keeps the default whole for what it kept, so a kept compound's parts come from the default as the
+compound does. Expected channels are each network's own output, computed separately."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_helpers import lift_head, tiny_cohort, tiny_run  # noqa: F401 - fixtures
+
+
+@pytest.fixture(scope="module")
+def three(tiny_run, tmp_path_factory):  # noqa: F811
+    """Three tiny networks told apart by their CTVp and Bladder head biases."""
+    from cervicontour.model import load_model
+
+    folder = tmp_path_factory.mktemp("chain")
+    models = []
+    for name, ctvp, bladder in (("a", 2.0, -1.0), ("b", -1.0, 1.5), ("c", 0.5, 0.5)):
+        lift_head(tiny_run, "CTVp", folder / f"{name}_ctvp.pt", bias=ctvp)
+        models.append(load_model(lift_head(folder / f"{name}_ctvp.pt", "Bladder", folder / f"{name}.pt", bias=bladder)))
+    return models
+
+
+def _own(image, model):
+    from cervicontour.pipeline import working_probabilities
+
+    return working_probabilities(image, model, tta=False, device="cpu")
+
+
+def _chain(tmp_path, three):
+    """a → b for CTVp; b → c for Bladder and CTVp; saved in one file and read back."""
+    from cervicontour.model import save_model
+    from cervicontour.model.bundle import load_model
+
+    a, b, c = three
+    b_chain = load_model(save_model(tmp_path / "b_chain.pt", b.network, b.plan, b.arch, name="b", version="0", config_sha256="-", fallback=c, fallback_structures=("Bladder", "CTVp")))
+    path = save_model(tmp_path / "a_chain.pt", a.network, a.plan, a.arch, name="a", version="0", config_sha256="-", fallback=b_chain, fallback_structures=("CTVp",))
+    return load_model(path)
+
+
+def test_a_chain_is_stored_in_one_file_and_read_back(three, tmp_path):
+    import torch
+
+    chain = _chain(tmp_path, three)
+    assert chain.fallback is not None and chain.fallback.fallback is not None and chain.fallback.fallback.fallback is None
+    assert chain.fallback_structures == ("CTVp",) and chain.fallback.fallback_structures == ("Bladder", "CTVp")
+    assert (chain.name, chain.fallback.name) == ("a", "b")
+    for key, value in three[2].network.state_dict().items():  # float32 stored as is (not half)
+        assert torch.equal(chain.fallback.fallback.network.state_dict()[key], value), key
+
+
+def test_each_channel_comes_from_the_deepest_model_that_keeps_it(three, tiny_cohort, tmp_path):  # noqa: F811
+    from cervicontour.cohort import load_cohort
+
+    image = load_cohort(tiny_cohort)["SYN001"].load_image()
+    a, b, c = (_own(image, m) for m in three)
+    names = list(three[0].plan.structures)
+    for name in ("CTVp", "Bladder"):  # the test can tell the three apart on these channels
+        channel = names.index(name)
+        assert not np.allclose(a[channel], b[channel]) and not np.allclose(a[channel], c[channel]) and not np.allclose(b[channel], c[channel])
+    got = _own(image, _chain(tmp_path, three))
+    for name in names:
+        # CTVp: a keeps b's, b keeps c's; Bladder: only b keeps c's, a does not keep b's; the rest: a's own
+        expected = c if name == "CTVp" else a
+        np.testing.assert_allclose(got[names.index(name)], expected[names.index(name)], atol=1e-3, err_msg=name)
+
+
+def test_a_network_none_of_whose_channels_is_needed_is_not_run(three, tiny_cohort, tmp_path, monkeypatch):  # noqa: F811
+    """a keeps all five structures from b: a's network never runs; b runs for its own channels and
+    c only for Bladder and CTVp."""
+    import cervicontour.model.infer as infer
+    from cervicontour.cohort import load_cohort
+    from cervicontour.model import save_model
+    from cervicontour.model.bundle import load_model
+
+    a, b, c = three
+    b_chain = load_model(save_model(tmp_path / "b_chain.pt", b.network, b.plan, b.arch, name="b", version="0", config_sha256="-", fallback=c, fallback_structures=("Bladder", "CTVp")))
+    every = tuple(a.plan.structures)
+    chain = load_model(save_model(tmp_path / "all.pt", a.network, a.plan, a.arch, name="a", version="0", config_sha256="-", fallback=b_chain, fallback_structures=every))
+    ran, real = [], infer.predict_probabilities
+    monkeypatch.setattr(infer, "predict_probabilities", lambda network, *args, **kwargs: ran.append(network) or real(network, *args, **kwargs))
+    _own(load_cohort(tiny_cohort)["SYN001"].load_image(), chain)
+    assert ran == [chain.fallback.fallback.network, chain.fallback.network]  # c (deepest first), then b; never a
