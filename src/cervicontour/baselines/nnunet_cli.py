@@ -105,3 +105,41 @@ def run_command(
         )  # fmt: skip
     typer.echo(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result["timings"].items()}, indent=2))
     typer.echo(f"predictions: {result['predictions']}")
+
+
+@app.command("curve")
+def curve_command(
+    work: Annotated[Path, typer.Argument(help="Work folder; run again on it to resume from nnU-Net's checkpoint_latest.pth.")],
+    curve: Annotated[Path | None, typer.Option("--curve", help="Curve JSON (default WORK/curve.json), rewritten atomically per point.")] = None,
+    structures: Annotated[list[str] | None, typer.Option("--structures", "-s", help="Repeatable; default: the five.")] = None,
+    train_seed: Annotated[int, typer.Option("--train-seed", help="Phantom seed of the training patients.")] = 2002,
+    train_patients: Annotated[int, typer.Option("--train-patients", min=1)] = 20,
+    val_seed: Annotated[int, typer.Option("--val-seed", help="Phantom seed of the validation patients (the curve's).")] = 4004,
+    val_patients: Annotated[int, typer.Option("--val-patients", min=1)] = 3,
+    test_seed: Annotated[int, typer.Option("--test-seed", help="Phantom seed of the test patients (exported, not scored).")] = 3003,
+    test_patients: Annotated[int, typer.Option("--test-patients", min=1)] = 10,
+    dataset_id: Annotated[int, typer.Option("--dataset-id", min=1, max=999)] = 701,
+    iterations_per_epoch: Annotated[int, typer.Option("--iterations-per-epoch", min=1, help="nnU-Net 250; the learning-rate schedule per iteration stays nnU-Net's.")] = 50,
+    eval_every_minutes: Annotated[float, typer.Option("--eval-every-minutes", help="Training CPU minutes between curve points.")] = 20.0,
+    stop_structure: Annotated[str, typer.Option("--stop-structure")] = "Bladder",
+    stop_dice: Annotated[float, typer.Option("--stop-dice", help="Stop once the stop structure's mean validation Dice exceeds this.")] = 0.8,
+    stop_cpu_hours: Annotated[float, typer.Option("--stop-cpu-hours", help="Or after this much training CPU.")] = 3.0,
+) -> None:
+    """Train nnU-Net (CPU plan) until it learns, resumably; validation Dice against CPU training time."""
+    import time
+
+    from cervicontour.baselines.nnunet_curve import CurveConfig, run_curve
+    from cervicontour.cli import _guard
+    from cervicontour.structures import PRIMARY
+
+    config = _guard(
+        CurveConfig, structures=tuple(structures or PRIMARY), train_seed=train_seed, train_patients=train_patients,
+        val_seed=val_seed, val_patients=val_patients, test_seed=test_seed, test_patients=test_patients,
+        dataset_id=dataset_id, iterations_per_epoch=iterations_per_epoch, eval_every_cpu_s=eval_every_minutes * 60,
+        stop_structure=stop_structure, stop_dice=stop_dice, stop_cpu_s=stop_cpu_hours * 3600,
+    )  # fmt: skip
+    record = _guard(run_curve, config, work, curve, on_stage=lambda s: typer.echo(f"[{time.strftime('%H:%M:%S')}] {s}", err=True))
+    for point in record["points"]:
+        dice = ", ".join(f"{s} {d['mean']:.3f}" for s, d in point["dice"].items())
+        typer.echo(f"{point['iterations']:>6} iterations  {point['train_cpu_s'] / 60:7.1f} min CPU  {dice}")
+    typer.echo(f"finished: {record['finished']['reason']}" if record["finished"] else "not finished: run again to resume")

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cervicontour.baselines.nnunet import export_dataset, import_predictions
@@ -31,6 +32,40 @@ from cervicontour.structures import PRIMARY
 
 TRAINER_NAME = "nnUNetTrainerCervicontour"
 PLANS_NAME = "nnUNetPlans"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """nnU-Net planner options (``nnUNetv2_plan_and_preprocess``'s own flags); defaults = nnU-Net's plan.
+
+    Attributes:
+        name: plans identifier (``-overwrite_plans_name``); ``nnUNetPlans`` is nnU-Net's default.
+        gpu_memory_target_gb: the planner's memory target (``-gpu_memory_target``), which sizes the
+            patch and batch; None: nnU-Net's default (8 GB).
+        target_spacing_mm: ``-overwrite_target_spacing`` in nnU-Net's axis order; None: planned.
+
+    Example:
+        >>> CPU_PLAN.planner_args()
+        ['-gpu_memory_target', '0.5', '-overwrite_target_spacing', '4.0', '4.0', '4.0', '-overwrite_plans_name', 'nnUNetPlans_cpu']
+    """
+
+    name: str = PLANS_NAME
+    gpu_memory_target_gb: float | None = None
+    target_spacing_mm: tuple[float, float, float] | None = None
+
+    def planner_args(self) -> list[str]:
+        args = []
+        if self.gpu_memory_target_gb is not None:
+            args += ["-gpu_memory_target", str(self.gpu_memory_target_gb)]
+        if self.target_spacing_mm is not None:
+            args += ["-overwrite_target_spacing", *(str(float(s)) for s in self.target_spacing_mm)]
+        if self.name != PLANS_NAME:
+            args += ["-overwrite_plans_name", self.name]
+        return args
+
+
+#: The CPU-sized plan measured in issue 20: patch 40 x 64 x 56, 5.6 M parameters, ~5 s per iteration.
+CPU_PLAN = PlanOptions("nnUNetPlans_cpu", 0.5, (4.0, 4.0, 4.0))
 
 
 def require_nnunet() -> None:
@@ -85,17 +120,23 @@ def _entry(function: str, *argv: str) -> list[str]:
 
 
 def plan_and_preprocess(dataset_id: int, work_dir: str | os.PathLike, *, configuration: str = "3d_fullres",
-                        num_processes: int = 1) -> dict[str, float]:  # fmt: skip
+                        num_processes: int = 1, plans: PlanOptions | None = None) -> dict[str, float]:  # fmt: skip
     """Fingerprint + plan (with ``--verify_dataset_integrity``), then preprocess one configuration.
+
+    Args:
+        plans: nnU-Net planner options (GPU memory target, target spacing, plans name);
+            default: nnU-Net's own plan, ``nnUNetPlans``.
 
     Returns:
         ``{"plan_s": ..., "preprocess_s": ...}`` wall seconds.
     """
     env, logs, np_ = nnunet_env(work_dir), Path(work_dir) / "logs", str(num_processes)
+    extra = (plans or PlanOptions()).planner_args()
     plan_s, _ = _stage("plan", _entry("nnunetv2.experiment_planning.plan_and_preprocess_entrypoints.plan_and_preprocess_entry",
-                                      "-d", str(dataset_id), "--verify_dataset_integrity", "--no_pp", "-npfp", np_), env, logs)  # fmt: skip
+                                      "-d", str(dataset_id), "--verify_dataset_integrity", "--no_pp", "-npfp", np_, *extra), env, logs)  # fmt: skip
     pre_s, _ = _stage("preprocess", _entry("nnunetv2.experiment_planning.plan_and_preprocess_entrypoints.preprocess_entry",
-                                           "-d", str(dataset_id), "-c", configuration, "-np", np_), env, logs)  # fmt: skip
+                                           "-d", str(dataset_id), "-c", configuration, "-np", np_,
+                                           "-plans_name", (plans or PlanOptions()).name), env, logs)  # fmt: skip
     return {"plan_s": plan_s, "preprocess_s": pre_s}
 
 
@@ -198,22 +239,11 @@ def run_nnunet(
 
 # --------------------------------------------------------------------------- subprocess workers
 def _train_worker(job: dict) -> None:
-    import torch
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from cervicontour.baselines.nnunet_trainer import build_trainer
 
-    class nnUNetTrainerCervicontour(nnUNetTrainer):  # the budget as fields, not one subclass per budget
-        def __init__(self, plans, configuration, fold, dataset_json, device=None):
-            super().__init__(plans, configuration, fold, dataset_json, device=device or torch.device("cuda"))
-            self.num_epochs = job["epochs"]
-            self.num_iterations_per_epoch = job["iterations_per_epoch"]
-            self.num_val_iterations_per_epoch = max(1, min(50, job["iterations_per_epoch"] // 5))
-
-    pre = Path(job["preprocessed"])
-    plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
-    plans["continue_training"] = False  # what nnunetv2.run.run_training sets before building a trainer
-    dataset_json = json.loads((pre / "dataset.json").read_text())
-    fold = job["fold"] if job["fold"] == "all" else int(job["fold"])
-    trainer = nnUNetTrainerCervicontour(plans, job["configuration"], fold, dataset_json, device=torch.device(job["device"]))
+    trainer = build_trainer(job["preprocessed"], plans_name=job.get("plans_name", PLANS_NAME), configuration=job["configuration"],
+                            fold=job["fold"], device=job["device"], continue_training=False,
+                            num_epochs=job["epochs"], iterations_per_epoch=job["iterations_per_epoch"])  # fmt: skip
     trainer.run_training()
     starts, ends = (trainer.logger.get_value(f"epoch_{k}_timestamps", None) for k in ("start", "end"))
     print(json.dumps({"model": str(Path(trainer.output_folder).parent), "epochs_s": [e - s for s, e in zip(starts, ends)]}))
