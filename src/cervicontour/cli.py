@@ -19,6 +19,14 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _every_command(ctx: typer.Context) -> None:
+    # every command ends with its wall time on stderr (cervicontour.progress.time_command)
+    from cervicontour.progress import time_command
+
+    time_command(ctx)
+
+
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -48,6 +56,7 @@ def synth(
     preview: bool = typer.Option(False, "--preview", help="Also write axial/coronal/sagittal PNG overlays."),
     phantom: Optional[int] = typer.Option(None, "--phantom", help="Anatomy version: 1 (iliac vessels through the iliopsoas) or 2 (on their surface, as in the pelvis); default: the one the shipped model was trained on (cervicontour.synth.anatomy)."),
     style: Optional[Path] = typer.Option(None, "--style", help="A hospital's conventions (TOML, flat keys): ctvn_margin_mm, slice_thickness_mm, noise_hu, hu_offset, vagina_length_fraction, parametrium_extent, bladder_filling; recorded in OUT/style.toml."),
+    primary_only: bool = typer.Option(False, "--primary-only", help="Only the five primary masks (Bladder, Anorectum, CTVn, CTVp, Parametrium; no structures/sub/), as a hospital's cohort has them."),
 ) -> None:
     """Write a synthetic female-pelvis CT cohort in the canonical layout.
 
@@ -57,16 +66,14 @@ def synth(
     hu_offset (0.0), vagina_length_fraction (the anatomy's, ~0.4), parametrium_extent (1.0),
     bladder_filling (1.0). A non-default style is written, resolved, to OUT/style.toml.
     """
-    from rich.progress import Progress
-
+    from cervicontour.progress import progress
     from cervicontour.synth import Style, load_style, synthesize_cohort
     from cervicontour.synth.anatomy import DEFAULT_PHANTOM
 
     if size not in ("full", "small"):
         _fail(f"--size must be 'full' or 'small', got {size!r}")
     conventions = Style() if style is None else _guard(load_style, style)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("synthesising patients", total=patients + holdout)
+    with progress() as show:
         cohort_dir = _guard(
             synthesize_cohort,
             out,
@@ -76,7 +83,8 @@ def synth(
             size=size,
             phantom=DEFAULT_PHANTOM if phantom is None else phantom,
             style=conventions,
-            on_case=lambda pid: progress.advance(task),
+            primary_only=primary_only,
+            on_case=show.counter("synthesising patients", patients + holdout),
         )
     typer.echo(f"wrote {patients} labelled + {holdout} hold-out patients to {cohort_dir}")
     if preview:
@@ -137,7 +145,6 @@ def demo(
 ) -> None:
     """End to end: synthesise a small cohort, predict it with the default model, evaluate, report."""
     import shutil
-    import time
 
     from rich.console import Console
     from rich.table import Table
@@ -145,20 +152,22 @@ def demo(
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
     from cervicontour.metrics.summary import SUMMARY_COLUMNS
     from cervicontour.pipeline import predict as run_predict
+    from cervicontour.progress import progress
     from cervicontour.report.metrics_report import write_metrics_report
 
-    t0 = time.perf_counter()
     cohort_dir, pred_dir = out / "cohort", out / "predictions"
     for folder in (cohort_dir, pred_dir):
         if folder.exists():
             shutil.rmtree(folder)
-    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False, phantom=None, style=None)
-    written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True)
+    synth(cohort_dir, patients=patients, holdout=0, seed=seed, size="small", preview=False, phantom=None, style=None, primary_only=False)
+    with progress() as show:
+        written = _guard(run_predict, cohort_dir, pred_dir, model=model, all_cases=True, on_case=show.counter("predicting patients", patients))
     typer.echo(f"predicted {len(written)} patients from their CT alone into {pred_dir}")
     typer.echo("CTVn: the default nodal groups (no para-aortic extension, a clinical choice the CT does not show); "
                "patients whose reference CTVn includes para-aortic nodes score lower (`predict --para-aortic`).")
     settings = EvaluationSettings(tolerances_mm=(2.0, 5.0))
-    result = _guard(evaluate_cohort, cohort_dir, pred_dir, settings=settings)
+    with progress() as show:
+        result = _guard(evaluate_cohort, cohort_dir, pred_dir, settings=settings, on_progress=lambda done, total: show("evaluating patients", done, total))
     summary = summarize(result.rows, result.metric_columns)
     write_csv(result.rows, result.columns, out / "metrics.csv")
     write_csv(summary, SUMMARY_COLUMNS, out / "metrics_summary.csv")
@@ -172,7 +181,7 @@ def demo(
         table.add_row(name, cell("dice"), cell("hd95_mm"), cell("volume_diff_cc"))
     Console().print(table)
     html = write_metrics_report(result.rows, result.metric_columns, out / "report.html", columns=result.columns, notes=[f"synthetic cohort seed {seed}, model {model}"])
-    typer.echo(f"report: {html}\nmetrics: {out / 'metrics.csv'}\ndemo took {time.perf_counter() - t0:.0f} s")
+    typer.echo(f"report: {html}\nmetrics: {out / 'metrics.csv'}")
 
 
 @app.command()
@@ -195,11 +204,11 @@ def evaluate(
     reference and predicted is a false positive, absent from both is not scored.
     """
     from rich.console import Console
-    from rich.progress import Progress
 
     from cervicontour.io.atomic import check_writable
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
     from cervicontour.metrics.summary import SUMMARY_COLUMNS
+    from cervicontour.progress import progress
 
     for path in (out, html):  # before the work, not after it
         if path is not None:
@@ -210,11 +219,10 @@ def evaluate(
     except ValueError as exc:
         _fail(f"--tolerance-mm/--boundary: {exc} (e.g. --tolerance-mm 1,2,3 --boundary voxel6)")
     names = [s.strip() for s in structures.split(",") if s.strip()] if structures else None
-    with Progress(transient=True) as progress:
-        task = progress.add_task("evaluating cases", total=None)
+    with progress() as show:
         result = _guard(
             evaluate_cohort, ref, pred, structures=names, settings=settings, workers=workers, parts=parts,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=lambda done, total: show("evaluating cases", done, total),
         )  # fmt: skip
     console = Console(stderr=True)
     for line in [*result.unmatched, *result.warnings]:
@@ -276,15 +284,14 @@ def validate(
 ) -> None:
     """Check a cohort: headers, grids, masks, rules, outliers, de-identification. Exit 1 on errors."""
     from rich.console import Console
-    from rich.progress import Progress
 
+    from cervicontour.progress import progress
     from cervicontour.rules import write_findings_json
     from cervicontour.validate import validate_cohort
 
     loaded_rules = _guard(_load_rules, rules)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("validating patients", total=None)
-        result = _guard(validate_cohort, cohort, rules=loaded_rules, on_case=lambda pid: progress.advance(task))
+    with progress() as show:
+        result = _guard(validate_cohort, cohort, rules=loaded_rules, on_case=show.counter("validating patients"))
     console = Console()
     shown = [f for f in result.findings if show_info or f.severity.value != "info"]
     if shown:
@@ -319,16 +326,15 @@ def clean(
 ) -> None:
     """Write a cleaned copy (grids, binary masks, blank header text, vocabulary names) and validate it."""
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
+    from cervicontour.progress import progress
     from cervicontour.rules import write_findings_json
     from cervicontour.validate import clean_cohort
 
     loaded_rules = _guard(_load_rules, rules)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("cleaning patients", total=None)
-        result = _guard(clean_cohort, cohort, out, rules=loaded_rules, on_case=lambda pid: progress.advance(task))
+    with progress() as show:
+        result = _guard(clean_cohort, cohort, out, rules=loaded_rules, on_case=show.counter("cleaning patients"))
     console = Console()
     if result.changes:
         table = Table(title=f"changes ({out / 'changes.csv'})")
@@ -359,22 +365,19 @@ def _load_rules(path: Optional[Path]):
 
 def _train_command(cohort, out, config, structures, init, strategy, fold, folds, device, max_minutes, resume, steps, seed, default_structures):
     """Shared body of `train` and `pretrain`: resolve the config, show a progress bar, train."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from cervicontour.model import load_config, train as run_training
+    from cervicontour.progress import progress
 
     names = tuple(s.strip() for s in structures.split(",") if s.strip()) if structures else default_structures
     cfg = _guard(load_config, config, structures=names, strategy=strategy, fold=fold, folds=folds, device=device, max_minutes=max_minutes, steps=steps, seed=seed)
-    columns = [TextColumn("[bold]training"), BarColumn(), TextColumn("step {task.completed}/{task.total}"), TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("train", total=cfg.steps, status="")
+    with progress(transient=False) as display:
         best = {"val": None}
 
         def show(step, total, loss, val):
             if val is not None:
                 best["val"] = val
             status = f"loss {loss:.4f}" + (f"  val Dice {best['val']:.3f}" if best["val"] is not None else "")
-            progress.update(task, completed=step, total=total, status=status)
+            display("training steps", step, total, status)
 
         result = _guard(run_training, cohort, out, cfg, init=init, resume=resume, on_progress=show)
     typer.echo(f"run: {result.run_dir} ({result.steps_done} steps, {result.seconds:.0f} s{', stopped by --max-minutes' if result.stopped_by_time else ''})")
@@ -445,9 +448,8 @@ def refine(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a second stage that refines one structure near the CT's own resolution (nnU-Net's cascade idea)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from cervicontour.pipeline import train_refiner_run
+    from cervicontour.progress import progress
     from cervicontour.structures import canonical_name
 
     if out.exists() and any(out.iterdir()):
@@ -455,16 +457,14 @@ def refine(
     if steps is None and max_minutes is None:
         steps = 2000
     names = tuple(canonical_name(n.strip()) for n in context.split(",") if n.strip())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")) as bar:
-        cases = bar.add_task("stage 1 on the cohort", total=None, info="")
-        fit = bar.add_task("refiner", total=steps, info="")
+    with progress(transient=False) as show:
 
         def on_step(step, seconds, loss, val):
-            bar.update(fit, completed=step, info=f"loss {loss:.3f}" + (f"  val Dice {val:.3f}" if val is not None else ""))
+            show("refiner", step, steps, f"loss {loss:.3f}" + (f"  val Dice {val:.3f}" if val is not None else ""))
 
         record = _guard(
             train_refiner_run, model, cohort, out, structure=canonical_name(structure), context=names, steps=steps, minutes=max_minutes, seed=seed,
-            on_case=lambda pid: bar.update(cases, advance=1, info=pid), on_step=on_step,
+            on_case=show.counter("stage 1 on the cohort"), on_step=on_step,
         )  # fmt: skip
     val = record["val_dice_refine_grid"]
     typer.echo(f"{out / 'model.pt'}: {record['steps']} steps, {record['seconds']:.0f} s; validation {structure} Dice {val['coarse']:.3f} -> {val['refined']:.3f}")
@@ -482,21 +482,11 @@ def fit(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted fit in OUT (its recorded settings are used)."),
 ) -> None:
     """Fit a model to this hospital's cohort by transfer: gate, plan, targets, fine-tune, refine, select, export."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    from cervicontour.progress import progress
     from cervicontour.training import fit as run_fit, load_fit_config
 
     cfg = _guard(load_fit_config, config, budget_minutes=budget_minutes, device=device, folds=folds)
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]  # fmt: skip
-    with Progress(*columns, transient=False) as progress:
-        tasks: dict[str, int] = {}
-
-        def show(stage, done, total, text):
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=max(total, 1), status="")
-            progress.update(tasks[stage], completed=done, total=max(total, 1), status=text)
-
+    with progress(transient=False) as show:  # per stage: elapsed and an estimate of the time left
         result = _guard(run_fit, cohort, out, init=init, config=cfg, resume=resume, on_event=show)
     final = result.record.stages["export"]["validation"]
     zero = result.record.stages["zeroshot"]
@@ -537,9 +527,9 @@ def predict(
     import json
 
     from rich.console import Console
-    from rich.progress import Progress
 
     from cervicontour.pipeline import find_inputs, predict as run_predict
+    from cervicontour.progress import progress
 
     from cervicontour.structures import DEFAULT_NODAL_GROUPS
 
@@ -553,12 +543,11 @@ def predict(
     elif nodal_groups is not None or para_aortic:
         # parsed, canonicalised and de-duplicated by postprocess.compose.parse_parts in the pipeline
         groups = [*(nodal_groups.split(",") if nodal_groups else DEFAULT_NODAL_GROUPS), *(["LN_ParaAortic"] if para_aortic else [])]
-    with Progress(transient=True) as progress:
-        task = progress.add_task("predicting cases", total=len(cases))
+    with progress() as show:
         written = _guard(
             run_predict, input_path, out, model=model, tta=tta, device=device, rules=loaded_rules,
             all_cases=all_cases, save_probabilities=probabilities, nodal_groups=groups, force=force, who=_who(who), patient_id=patient_id,
-            on_case=lambda pid: progress.advance(task),
+            on_case=show.counter("predicting cases", len(cases)),
         )  # fmt: skip
     console = Console()
     for path in written:
@@ -606,6 +595,7 @@ def rtstruct_export(
     Study, Series and SOP Instance UIDs and the Frame of Reference UID the references need.
     """
     from cervicontour.export.rtstruct import export_case
+    from cervicontour.progress import working
 
     names = {}
     for item in (label_names or "").split(","):
@@ -614,7 +604,8 @@ def rtstruct_export(
             if not sep or not value.strip().isdigit() or not name.strip():
                 _fail(f"--label-names: {item!r}; expected VALUE=NAME pairs, e.g. 1=Bladder,2=Anorectum")
             names[int(value)] = name.strip()
-    result = _guard(export_case, series, masks, out, generation=generation, series_uid=series_uid, overwrite=overwrite, label_names=names)
+    with working("writing the RTSTRUCT"):
+        result = _guard(export_case, series, masks, out, generation=generation, series_uid=series_uid, overwrite=overwrite, label_names=names)
     for roi in result.rois:
         typer.echo(f"ROI {roi.number} {roi.name} ({roi.interpreted_type or 'no type'}): {roi.contours} contours on {roi.slices} slices, {roi.volume_cc:.1f} cc")
     for line in result.skipped:
@@ -636,8 +627,10 @@ def rtstruct_import(
     error naming it, unless --allow-empty.
     """
     from cervicontour.export.rtstruct_import import import_rtstruct_case
+    from cervicontour.progress import working
 
-    case = _guard(import_rtstruct_case, series, rtstruct, out, series_uid=series_uid, allow_empty=allow_empty)
+    with working("rasterising the structure set"):
+        case = _guard(import_rtstruct_case, series, rtstruct, out, series_uid=series_uid, allow_empty=allow_empty)
     for name, roi in case.structures.items():
         typer.echo(f"{name} <- {roi!r}")
     for stem, roi in case.other.items():
@@ -662,9 +655,11 @@ def export_dicom_command(
     Then: cervicontour rtstruct export --series OUT --masks CASE --out RS.dcm
     """
     from cervicontour.export.ct_series import export_dicom
+    from cervicontour.progress import working
 
-    result = _guard(export_dicom, case, out, patient_id=patient_id, patient_name=patient_name, patient_position=patient_position,
-                    force=force, overwrite=overwrite)  # fmt: skip
+    with working("writing the DICOM series"):
+        result = _guard(export_dicom, case, out, patient_id=patient_id, patient_name=patient_name, patient_position=patient_position,
+                        force=force, overwrite=overwrite)  # fmt: skip
     typer.echo(f"wrote {result.slices} CT slices ({result.orientation}, RescaleIntercept {result.rescale_intercept}) for patient "
                f"{result.patient_id} to {result.folder}\nStudyInstanceUID {result.study_uid}\nSeriesInstanceUID {result.series_uid}")
     if result.rounded_hu:
@@ -678,8 +673,10 @@ def dicom_to_cohort_command(
 ) -> None:
     """Import a clinic's DICOM export (CT + RTSTRUCT per patient) as a training cohort. Exit 1 if a patient failed."""
     from cervicontour.export.dicom_cohort import dicom_to_cohort
+    from cervicontour.progress import progress
 
-    result = _guard(dicom_to_cohort, source, out)
+    with progress() as show:
+        result = _guard(dicom_to_cohort, source, out, on_patient=show.counter("importing patients"))
     for patient in result.patients:
         if patient.case is None:
             typer.echo(f"{patient.patient_id}: not imported: {patient.problem}", err=True)
@@ -737,9 +734,11 @@ def margin(
     from rich.table import Table
 
     from cervicontour.postprocess.margin import margin_case
+    from cervicontour.progress import working
 
     names = [s.strip() for s in subtract.split(",") if s.strip()] if subtract else []
-    result = _guard(margin_case, case_dir, source=source, target=target, margin_mm=mm, subtract=names, who=_who(who))
+    with working(f"expanding {source}"):
+        result = _guard(margin_case, case_dir, source=source, target=target, margin_mm=mm, subtract=names, who=_who(who))
     table = Table(title=f"{result.target} = {result.source} + ({mm}) mm" + (f" − {', '.join(result.subtracted)}" if result.subtracted else ""))
     for column in ("structure", "cc", f"in {result.target} (cc)", f"in {result.target} (%)"):
         table.add_column(column, justify="left" if column == "structure" else "right")
@@ -759,10 +758,13 @@ def report(
     rules: Optional[Path] = typer.Option(None, "--rules", help="Rules TOML (default: the clinicians' rules)."),
 ) -> None:
     """One-page QA report of a case: overlays, volumes vs cohort, rule findings, provenance."""
+    from cervicontour.progress import working
     from cervicontour.report.case_report import write_case_report
 
     loaded_rules = _guard(_load_rules, rules)
-    typer.echo(f"report: {_guard(write_case_report, case_dir, out_dir=out, cohort=cohort, rules=loaded_rules)}")
+    with working("writing the report"):
+        page = _guard(write_case_report, case_dir, out_dir=out, cohort=cohort, rules=loaded_rules)
+    typer.echo(f"report: {page}")
 
 
 @app.command()

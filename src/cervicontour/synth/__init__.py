@@ -74,8 +74,13 @@ def synthesize_cohort(
     edge_rates: Mapping[str, float] | None = None,
     phantom: int = DEFAULT_PHANTOM,
     style: Style = Style(),
+    primary_only: bool = False,
 ) -> Path:
     """Write ``patients`` labelled and ``holdout`` unlabelled phantom patients to ``out``.
+
+    ``primary_only`` writes the five primary masks only (:data:`~cervicontour.structures.PRIMARY`,
+    no ``structures/sub/``), as a hospital's cohort has them; the same seed draws the same patients
+    and the same five masks.
 
     ``edge_rates`` overrides some of :data:`EDGE_RATES` (e.g. ``{"no contrast - hard to see LNs": 0.5}``
     for a cohort of mostly unenhanced CTs).
@@ -103,6 +108,7 @@ def synthesize_cohort(
         InputError: ``out`` exists and is not empty, or ``size``, ``phantom`` or ``style`` is unusable.
     """
     from cervicontour.cohort import write_case, write_notes
+    from cervicontour.structures import PRIMARY
     from cervicontour.synth.case import synthesize_case
 
     out = Path(out)
@@ -124,6 +130,8 @@ def synthesize_cohort(
         edge = edge_cases(index, rng, edge_rates) if labelled else ()
         case = synthesize_case(rng, size=size, edge=set(edge), labelled=labelled, phantom=phantom, style=style)
         image, structures = case.image, case.structures
+        if primary_only:
+            structures = {n: m for n, m in structures.items() if n in PRIMARY}
         if index % 4 == 3:
             image = to_ras(image)
             structures = {n: to_ras(m) for n, m in structures.items()}
