@@ -278,6 +278,77 @@ def test_compose_with_a_part_of_the_other_target_is_refused(client):
     assert response.status_code == 400 and "part of CTVp" in response.json()["detail"]
 
 
-def test_rtstruct_needs_a_dicom_case(client):
+def test_a_nifti_case_is_exported_on_its_ct_series(out, client):
+    """A case predicted from a NIfTI CT: the accepted set goes out as an RTSTRUCT on the case's CT/
+    series (written for the export when predict --rtstruct did not), which holds the NIfTI's voxels
+    on its grid; the RTSTRUCT references that series' slices and re-imports to the accepted masks."""
+    pydicom = pytest.importorskip("pydicom")
+    from cervicontour.export.rtstruct_import import read_rtstruct
+    from cervicontour.io import read_nifti, read_volume
+
+    case = out / "SYN001"
+    assert not (case / "CT").exists()
+    summary = client.get("/api/cases/SYN001").json()
+    assert summary["dicom"] is False and summary["ct"] is True  # the page shows the export button for any CT
+    accepted = ("Bladder", "CTVp")
+    decisions = {f"structures/{n}.nii.gz": {"decision": "accept"} for n in accepted}
+    assert client.post("/api/cases/SYN001/decisions", json={"reviewer": "a", "decisions": decisions}).status_code == 200
     response = client.post("/api/cases/SYN001/rtstruct", json={"reviewer": "a"})
-    assert response.status_code == 400 and "not a DICOM series" in response.json()["detail"]
+    assert response.status_code == 200, response.text
+    ds = pydicom.dcmread(case / response.json()["path"])
+    assert sorted(roi.ROIName for roi in ds.StructureSetROISequence) == sorted(accepted)
+
+    image = read_nifti(Path(json.loads((case / "prediction.json").read_text())["input"]["path"]))
+    series = read_volume(case / "CT")
+    assert series.shape == image.shape and np.allclose(series.origin_mm, image.origin_mm) and np.allclose(series.spacing_mm, image.spacing_mm)
+    np.testing.assert_array_equal(series.array, image.array)
+    slices = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in (case / "CT").glob("*.dcm")}
+    referenced = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for item in ds.ROIContourSequence for c in item.ContourSequence}
+    assert referenced and referenced <= slices
+    for roi in read_rtstruct(case / response.json()["path"], series).rois:
+        draft = read_nifti(case / "structures" / f"{roi.name}.nii.gz").array != 0
+        dice = 2 * np.count_nonzero(roi.mask & draft) / (np.count_nonzero(roi.mask) + np.count_nonzero(draft))
+        assert dice >= 0.98, (roi.name, dice)
+
+
+def test_the_review_export_reuses_the_series_predict_wrote(out, client):
+    """predict --rtstruct wrote CT/ and RS.dcm: the review's RTSTRUCT references the same slices and
+    the series is not written again; a CT/ that is not this CT's series is written anew."""
+    pydicom = pytest.importorskip("pydicom")
+    from cervicontour.export.ct_series import prediction_rtstruct
+
+    case = out / "SYN001"
+    prediction_rtstruct(case)
+    written = {p.name: (p.stat().st_mtime_ns, _sha(p)) for p in (case / "CT").glob("*.dcm")}
+    predicted_refs = {c.ContourImageSequence[0].ReferencedSOPInstanceUID
+                      for item in pydicom.dcmread(case / "RS.dcm").ROIContourSequence for c in item.ContourSequence}  # fmt: skip
+    decisions = {"structures/Bladder.nii.gz": {"decision": "accept"}}
+    assert client.post("/api/cases/SYN001/decisions", json={"reviewer": "a", "decisions": decisions}).status_code == 200
+    response = client.post("/api/cases/SYN001/rtstruct", json={"reviewer": "a"})
+    assert response.status_code == 200, response.text
+    assert {p.name: (p.stat().st_mtime_ns, _sha(p)) for p in (case / "CT").glob("*.dcm")} == written
+    ds = pydicom.dcmread(case / response.json()["path"])
+    slices = {pydicom.dcmread(case / "CT" / name, stop_before_pixels=True).SOPInstanceUID for name in written}
+    refs = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for item in ds.ROIContourSequence for c in item.ContourSequence}
+    assert refs <= slices and predicted_refs <= slices
+
+    first = sorted(written)[0]  # another series in CT/ (e.g. a copy of another patient's): replaced by this CT's
+    other = pydicom.dcmread(case / "CT" / first)
+    other.SeriesInstanceUID = "1.2.3.4"
+    other.save_as(case / "CT" / first)
+    response = client.post("/api/cases/SYN001/rtstruct", json={"reviewer": "a"})
+    assert response.status_code == 200, response.text
+    assert {p.name: _sha(p) for p in (case / "CT").glob("*.dcm")} == {name: sha for name, (_, sha) in written.items()}
+
+
+def test_a_case_without_a_ct_cannot_be_exported(out, client):
+    case = out / "SYN001"
+    record = json.loads((case / "prediction.json").read_text())
+    record["input"]["path"] = str(out / "gone.nii.gz")
+    (case / "prediction.json").write_text(json.dumps(record))
+    assert client.get("/api/cases/SYN001").json()["ct"] is False
+    decisions = {"structures/Bladder.nii.gz": {"decision": "accept"}}
+    assert client.post("/api/cases/SYN001/decisions", json={"reviewer": "a", "decisions": decisions}).status_code == 200
+    response = client.post("/api/cases/SYN001/rtstruct", json={"reviewer": "a"})
+    assert response.status_code == 400 and "no CT" in response.json()["detail"]
+    assert not (case / "CT").exists() and not list((case / "review").glob("RS_*"))

@@ -115,8 +115,8 @@ def write_ct_series(
     _check_identity(patient_id, patient_name, patient_position)
     intercept = _intercept(image.array)
     out, created = _check_out(Path(out), overwrite)
-    root = [UID_NAMESPACE, patient_id, patient_name, image_sha256(image)]
-    uids = {what: generate_uid(entropy_srcs=[*root, what]) for what in ("study", "series", "frame")}
+    root = _uid_root(image_sha256(image), patient_id, patient_name)
+    uids = {what: _uid(root, what) for what in ("study", "series", "frame")}
     try:
         series = to_lps(image)
     except ValueError:  # more than 45° oblique: written in its own axis order
@@ -144,6 +144,11 @@ def write_ct_series(
         raise
     return SeriesWritten(out, patient_id, patient_name, uids["study"], uids["series"], uids["frame"], series.shape[2],
                          series.orientation, intercept, rounded)
+
+
+def _uid_root(image_sha256: str, patient_id: str, patient_name: str) -> list[str]:
+    """What every UID of a series written by :func:`write_ct_series` hashes (then + what it names)."""
+    return [UID_NAMESPACE, patient_id, patient_name, image_sha256]
 
 
 def _check_identity(patient_id: str, patient_name: str, position: str) -> None:
@@ -334,33 +339,93 @@ def case_image(case: str | os.PathLike) -> Path:
 
 def prediction_rtstruct(case_dir: str | os.PathLike):
     """``predict --rtstruct``: ``CASE_DIR/RS.dcm`` for a predict output case, against the series the
-    planning system receives with it.
-
-    A DICOM input series is referenced where it is; a NIfTI input is first written as a series in
-    ``CASE_DIR/CT`` (:func:`write_ct_series`, patient id = the case's) and referenced there.
+    planning system receives with it (:func:`case_series`).
 
     Returns:
-        ``(ExportResult, SeriesWritten | None)``: the RTSTRUCT, and the series written (None for DICOM input).
+        ``(ExportResult, SeriesWritten | None)``: the RTSTRUCT, and the series written (None for
+        DICOM input, or a ``CASE_DIR/CT`` written before for this CT).
 
     Raises:
         InputError: no ``prediction.json``, or its input is gone or has changed since the prediction.
     """
-    from cervicontour.export.provenance import field, read_prediction_json
     from cervicontour.export.rtstruct import export_case
+
+    case_dir = Path(case_dir)
+    folder, series = case_series(case_dir)
+    return export_case(folder, case_dir, case_dir / "RS.dcm"), series
+
+
+#: Where :func:`case_series` puts a NIfTI case's CT as DICOM: ``CASE_DIR/CT``.
+CASE_SERIES_FOLDER = "CT"
+
+
+def case_series(case_dir: str | os.PathLike, source: str | os.PathLike | None = None) -> tuple[Path, SeriesWritten | None]:
+    """The DICOM CT series that an RTSTRUCT of a case's masks references.
+
+    A DICOM input series is used where it is. A NIfTI CT is written as a series in ``CASE_DIR/CT``
+    (:func:`write_ct_series`, patient id = ``prediction.json``'s, else the folder's name), unless
+    the series there is already this CT's: its SeriesInstanceUID is the one the CT and patient id
+    give (the UIDs are stable per case), so ``predict --rtstruct`` and the review page's export
+    share one series and a planning system receives one CT.
+
+    Args:
+        case_dir: a predict output case (``prediction.json``), or a case folder holding its CT.
+        source: the CT: a NIfTI file or a DICOM series folder (default: the input ``prediction.json``
+            records). When it is the recorded input, its hash must still be the recorded one.
+
+    Returns:
+        ``(series folder, SeriesWritten | None)``: the series written now, else None.
+
+    Raises:
+        InputError: no ``source`` and no ``prediction.json``; a CT that is gone, or that changed
+            since the prediction (hash); see :func:`write_ct_series`.
+
+    Example:
+        >>> folder, written = case_series("pred/ct_0042")  # doctest: +SKIP
+    """
+    from cervicontour.export.provenance import field, read_prediction_json
     from cervicontour.io import read_volume
     from cervicontour.pipeline import image_sha256
 
     case_dir = Path(case_dir)
     info = read_prediction_json(case_dir)
-    if info is None:
-        raise InputError(f"{case_dir}: no prediction.json; expected a `cervicontour predict` output case folder")
-    source = Path(field(info, "input"))
+    recorded = Path(field(info, "input")) if field(info, "input") else None
+    if source is None:
+        if recorded is None:
+            raise InputError(f"{case_dir}: no prediction.json; expected a `cervicontour predict` output case folder")
+        source = recorded
+    source = Path(source)
     if source.is_dir():
-        return export_case(source, case_dir, case_dir / "RS.dcm"), None
+        return source, None
     if not source.is_file():
         raise InputError(f"{source}: the predicted CT is gone; an RTSTRUCT needs it — put it back, or predict again")
     image = read_volume(source)
-    if image_sha256(image) != field(info, "input hash"):
+    sha = image_sha256(image)
+    if recorded is not None and recorded.is_file() and recorded.samefile(source) and sha != field(info, "input hash"):
         raise InputError(f"{source}: differs from the CT that was predicted (its hash changed); predict it again")
-    series = write_ct_series(image, case_dir / "CT", patient_id=str(info.get("patient_id") or case_dir.name), overwrite=True)
-    return export_case(series.folder, case_dir, case_dir / "RS.dcm"), series
+    patient_id = str((info or {}).get("patient_id") or case_dir.name)
+    folder = case_dir / CASE_SERIES_FOLDER
+    if _series_uid(folder) == _uid(_uid_root(sha, patient_id, patient_id), "series"):
+        return folder, None
+    return folder, write_ct_series(image, folder, patient_id=patient_id, overwrite=True)
+
+
+def _uid(root: list[str], what: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[*root, what])
+
+
+def _series_uid(folder: Path) -> str | None:
+    """The SeriesInstanceUID of the first slice file in ``folder`` (None: no readable slice)."""
+    from pydicom.errors import InvalidDicomError
+
+    from cervicontour.io.dicom import _import_pydicom
+
+    first = next(iter(sorted(folder.glob("*.dcm"))), None) if folder.is_dir() else None
+    if first is None:
+        return None
+    try:
+        return str(_import_pydicom().dcmread(first, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+    except (OSError, AttributeError, ValueError, InvalidDicomError):  # unreadable, or no UID: written anew
+        return None

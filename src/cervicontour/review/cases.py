@@ -96,7 +96,7 @@ def ct_source(case: Path) -> Path | None:
 
 
 def is_dicom_case(case: Path) -> bool:
-    """Whether the CT came from a DICOM series folder (then the accepted set can go out as RTSTRUCT)."""
+    """Whether the CT came from a DICOM series folder (a NIfTI CT goes out as the case's ``CT/`` series)."""
     source = ct_source(case)
     return source is not None and source.is_dir()
 

@@ -27,7 +27,6 @@ from cervicontour.review.cases import (
     REVIEW_LOG,
     ct_source,
     find_mask,
-    is_dicom_case,
     mask_files,
 )
 
@@ -218,20 +217,26 @@ def accepted_set(case: str | os.PathLike) -> dict[str, str]:
 def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _dt.datetime | None = None) -> dict:
     """Write the accepted set as an RTSTRUCT on the case's DICOM CT series and log it.
 
-    A composed target replaces the draft of the same name when both are accepted. Written to
+    The series is the DICOM input series, or for a NIfTI CT the case's ``CT/`` series
+    (:func:`cervicontour.export.ct_series.case_series`: the one ``predict --rtstruct`` wrote, or
+    written now), so the planning system gets the RTSTRUCT with the CT it references. A composed
+    target replaces the draft of the same name when both are accepted. Written to
     ``review/RS_reviewed_<stamp>.dcm`` with ROI Generation Algorithm ``SEMIAUTOMATIC``.
 
     Raises:
-        InputError: the CT did not come from DICOM, blank reviewer, or nothing accepted.
+        InputError: the case has no CT (or it changed since the prediction), blank reviewer, or
+            nothing accepted.
     """
+    from cervicontour.export.ct_series import case_series
     from cervicontour.export.provenance import field, read_prediction_json
     from cervicontour.export.rtstruct import write_rtstruct
     from cervicontour.io import read_nifti
 
     case = Path(case)
     reviewer = _reviewer(reviewer, "exporting the accepted set")
-    if not is_dicom_case(case):
-        raise InputError(f"{case.name}: the CT is not a DICOM series ({ct_source(case)}); RTSTRUCT export needs the series it references")
+    source = ct_source(case)
+    if source is None:
+        raise InputError(f"{case.name}: no CT (no image.nii.gz, and prediction.json's input is gone); RTSTRUCT export needs the CT it references")
     accepted = accepted_set(case)
     if not accepted:
         raise InputError(f"{case.name}: no accepted structure (or the accepted files changed since); accept some first")
@@ -242,7 +247,8 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     when = when or _now()
     info = read_prediction_json(case)
     path = case / REVIEW_FOLDER / f"RS_reviewed_{when.strftime('%Y%m%dT%H%M%S%fZ')}.dcm"
-    result = write_rtstruct(ct_source(case), {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
+    series, _ = case_series(case, source)
+    result = write_rtstruct(series, {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
                             generation="SEMIAUTOMATIC", model=field(info, "model"), model_version=field(info, "model version"))
     record = {"action": "export-rtstruct", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case),
               "path": result.path.relative_to(case).as_posix(), "sha256": file_sha256(result.path),

@@ -180,7 +180,7 @@ async function openCase(caseId) {
   renderCompose(summary.parts);
   renderLog(summary.log);
   renderScope(summary);
-  $("rtstruct").hidden = !summary.dicom;
+  $("rtstruct").hidden = !summary.ct; // a NIfTI CT goes out as the case's CT/ series with it
   const m = summary.model || {}, inp = summary.input || {};
   $("provenance").innerHTML = `<div>${escape(summary.disclaimer)}</div><div>model ${escape(m.name ?? "?")} ${escape(m.version ?? "")} (config ${escape((m.config_sha256 || "").slice(0, 12))})</div>
     <div>input ${escape(inp.path ?? "?")} — ${escape((inp.shape || []).join("×"))} voxels, ${escape((inp.spacing_mm || []).map((v) => v.toFixed(2)).join(" × "))} mm, ${escape(inp.orientation ?? "")}</div>
