@@ -379,3 +379,18 @@ def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_pr
     ctvn[block(4, 16)] = True
     split = partition_compound(ctvn, {n: p[n] for n in ("LN_CommonIliac", "LN_Pelvic")}, image.spacing_mm)
     assert split["LN_Pelvic"][block(10, 16)].all() and not split["LN_Pelvic"][block(4, 10)].any()
+
+
+def test_a_budget_that_cannot_pay_for_the_refiner_skips_it(five_label_cohort, source_model, tmp_path):
+    """A budget spent before the refiner stage (0.6 s): stage 1 runs its floor of steps, the refiner
+    is skipped with the reason in fit.json and the card, and selection weighs stage 1 against zero-shot."""
+    from cervicontour.training import read_fit_record
+
+    result = _fit(five_label_cohort, tmp_path / "m", source_model, budget_minutes=0.01, max_stage1_steps=None, min_steps=2)
+    record = read_fit_record(result.model_dir)
+    assert record.stages["stage1"]["steps_done"] == 2
+    refiner = record.stages["refiner"]
+    assert refiner["status"] == "done" and refiner["skipped"].startswith("budget: 0 s left") and "steps" not in refiner
+    assert not (result.model_dir / "work" / "refiner").exists()
+    assert set(record.stages["select"]["candidates"]) == {"zeroshot", "stage1"}
+    assert refiner["skipped"] in (result.model_dir / "card.md").read_text() and result.model_path.is_file()

@@ -9,7 +9,8 @@ ones and continues the one a kill interrupted)::
               distilled source channels), written as a cohort folder
     zeroshot  the init scored on the validation patients (what the fit must not fall below)
     stage1    fine-tune the init (model/train.py) for a step count fixed from the budget
-    refiner   fine-tune (or train) the CTVn second stage on stage 1's output, same rule
+    refiner   fine-tune (or train) the CTVn second stage on stage 1's output, same rule (skipped
+              when the budget left cannot pay for stage 1 on every patient and its scoring)
     select    score stage 1 and stage 1 + refiner; per structure the best, never below zero-shot
     export    float16 model.pt (+ the zero-shot model for structures it kept), card.md, card.json
 
@@ -207,6 +208,14 @@ def fit(
     refiner_dir = out / "work" / "refiner"
     refined = None
     if has_refiner_stage:
+        # the refiner's floor: stage 1 on every patient (its inputs) and one more candidate to score;
+        # a budget that cannot pay for it keeps the fit near its budget (a 5-minute fit on a CPU)
+        floor_s = per_case_eval_s * (len(train_cases) + 2 * len(val_cases)) + _RESERVE_FLOOR_S
+        if not record.done("refiner") and "steps" not in record.stages.get("refiner", {}) and clock.left() < floor_s:
+            why = f"budget: {max(clock.left(), 0.0):.0f} s left, its floor is ~{floor_s:.0f} s (stage 1 on every patient, then scoring)"
+            record.stages["refiner"] = {"status": "done", "skipped": why, "seconds": 0.0}
+            _write_record(out, record)
+            emit("refiner", 1, 1, "skipped: " + why)
         if not record.done("refiner"):
             t = time.perf_counter()
             info = _run_refiner(stage1, source_model, train_cases, val_cases, refiner_dir, record, out, clock, config, per_case_eval_s, emit)
