@@ -34,7 +34,7 @@ import numpy as np
 from cervicontour.structures import DEFAULT_OUTPUTS, NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.6.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage); 0.6 = 0.5 fine-tuned with the CTVp parts (Cervix, GTVp, Uterus, Vagina)
+VERSION = "0.7.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage); 0.6 = 0.5 fine-tuned with the CTVp parts (Cervix, GTVp, Uterus, Vagina); 0.7 = 0.6 with its parts network trained on (70 more minutes at half the learning rate)
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 
@@ -328,6 +328,15 @@ def write_card(record: dict) -> None:
     (path.parent / "training.json").write_text(json.dumps({**meta, "evaluation": record}, indent=2, default=float))
 
 
+def _parts_training(parts: dict) -> str:
+    """``"400 steps, 40 min"``, or both runs of a continued one: ``"400 + 520 steps (lr 1e-3, then 5e-4), 40 + 70 min"``."""
+    first = parts.get("continued_from")
+    if not first:
+        return f"{parts['steps_done']} steps, {parts['seconds'] / 60:.0f} min"
+    return (f"{first['steps_done']} + {parts['steps_done']} steps (a second run continued the first at a lower learning rate), "
+            f"{first['seconds'] / 60:.0f} + {parts['seconds'] / 60:.0f} min")
+
+
 def _parts_line(meta: dict, record: dict) -> str:
     """The card's line on the CTVp parts (stage ``parts``) and their test Dice."""
     parts = meta.get("parts")
@@ -337,7 +346,7 @@ def _parts_line(meta: dict, record: dict) -> str:
     dice = ", ".join(f"{n} {scored[n]['dice']['mean']:.3f}" for n in ("Cervix", "GTVp", "Uterus", "Vagina", "LN_CommonIliac", "LN_Pelvic", "LN_ParaAortic", "GTVn") if n in scored)
     return (f"- CTV parts: the nodal groups (the CTVn is composed from them) and the CTVp's Cervix, GTVp, Uterus, Vagina. "
             f"The CTVp's parts come from a second network: {parts['init']} fine-tuned with four more channels on the target "
-            f"cohort's drawn parts ({parts['steps_done']} steps, {parts['seconds'] / 60:.0f} min on this CPU, patches "
+            f"cohort's drawn parts ({_parts_training(parts)} on this CPU, patches "
             f"{parts.get('train_patch_size')}). That fine-tune lost Dice on the five structures (test cohort, "
             f"`benchmarks/results/candidate_finetune_parts_eval.json`), so the five structures, the nodal groups and the CTVn "
             f"refiner stay {parts['init']}'s network, unchanged (`model.pt` holds both; `predict` runs both). `predict` splits "
@@ -524,6 +533,13 @@ def ship_parts(run: Path) -> None:
 
     plan = replace(model.plan, patch_size=shipped.plan.patch_size)
     meta["parts"]["train_patch_size"] = list(model.plan.patch_size)
+    earlier = Path(info.get("init") or "")
+    earlier = earlier if earlier.is_absolute() else ROOT / earlier
+    if info.get("init") and (earlier / "run.json").is_file():  # a continuation of an earlier parts run (--parts-from): both count
+        first = json.loads((earlier / "run.json").read_text())
+        meta["parts"]["continued_from"] = {"run": earlier.name, **{k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")},
+                                           "init": first.get("init"), "minutes": first["config"].get("max_minutes")}
+        meta["parts"]["init"] = f"cervicontour-default {shipped.version}"
     # the fine-tune lost Dice on the five structures (test cohort: benchmarks/results/candidate_finetune_parts_eval.json):
     # the shipped network stays the one that predicts them (and its CTVn refiner), the parts network adds the CTVp's parts
     meta["parts"]["fallback"] = "the five structures (and the nodal groups) from the previous network, unchanged"
