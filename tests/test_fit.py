@@ -129,6 +129,13 @@ def test_partition_is_exact_and_follows_the_most_probable_part():
     parts = partition_compound(compound, {"A": a, "B": b, "GTVp": g}, (1.0, 1.0, 1.0))
     assert np.array_equal(parts["GTVp"], compound & (g >= 0.5)) and parts["GTVp"][2:5].all() and not parts["GTVp"][0].any()
     assert parts["A"][1:4].all() and parts["B"][4:9].all() and not (parts["A"] & parts["B"]).any()
+    # where the tumour is and no anatomical part reaches 0.5 it is tumour only (grown beyond the organ)
+    g[6:8] = 0.6  # b there: 0 (voxels 6..8 took b from the nearest confident voxel)
+    parts = partition_compound(compound, {"A": a, "B": b, "GTVp": g}, (1.0, 1.0, 1.0))
+    assert parts["GTVp"][6:8].all() and not parts["B"][6:8].any() and parts["B"][8].all()
+    assert np.array_equal(parts["A"] | parts["B"] | parts["GTVp"], compound) and not (parts["A"] & parts["B"]).any()
+    assert parts["A"][2:4].all() and parts["GTVp"][2:4].all()  # A is 0.9 there: the tumour lies on A
+    assert parts["B"][4].all() and parts["GTVp"][4].all()  # B 0.8 >= 0.5 under a 0.7 tumour: on B
 
 
 def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
@@ -152,14 +159,15 @@ def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
     for case in load_cohort(five_label_cohort).cases():
         for compound, parts in COMPOUND.items():
             whole = case.load_structure(compound).array > 0
-            union, total = np.zeros_like(whole), 0
+            union, anatomy, total = np.zeros_like(whole), np.zeros_like(whole), 0
             for part in parts:
                 if derived[case.patient_id].has(part):
                     m = derived[case.patient_id].load_structure(part).array > 0
                     assert not (m & ~whole).any(), (case.patient_id, part)
                     union |= m
                     total += int(m.sum()) if part not in ("GTVp", "GTVn") else 0
-            assert np.array_equal(union, whole) and total == int(whole.sum()), (case.patient_id, compound)
+                    anatomy = anatomy | m if part not in ("GTVp", "GTVn") else anatomy
+            assert np.array_equal(union, whole) and total == int(anatomy.sum()), (case.patient_id, compound)  # anatomical parts disjoint
         assert derived[case.patient_id].has("LN_ParaAortic") == para_aortic_included(case.note)
     # stage 1 ran the recorded step count; transfer kept the shared head rows
     assert record.stages["stage1"]["steps_done"] == record.stages["stage1"]["steps"] == 3

@@ -5,14 +5,20 @@ A hospital contours the compound masks only; the clinician still chooses parts p
 channels give, voxel by voxel, how probable each part is; :func:`partition_compound` turns them
 into masks that are *exactly* a split of the compound:
 
+* gross disease (GTVp, GTVn: :data:`~cervicontour.structures.GROSS_DISEASE`) takes the compound
+  voxels where its probability reaches 0.5. Where no anatomical part reaches 0.5 there, the voxel
+  is gross disease only (a tumour grown beyond the cervix, into the parametrial
+  part of the CTVp, is GTVp there and no Cervix, as clinicians draw it);
 * the anatomical parts (Cervix, Uterus, Vagina; LN_CommonIliac, LN_Pelvic, LN_ParaAortic) tile
-  the compound without overlap: each compound voxel goes to its most probable one (a voxel where
-  none is confident takes the choice of the nearest voxel where one is);
-* gross disease (GTVp, GTVn: :data:`~cervicontour.structures.GROSS_DISEASE`) lies *on* that
-  anatomy: it takes the compound voxels where its probability reaches 0.5, overlapping the
-  anatomical part there (a tumour in the cervix is GTVp and Cervix, as clinicians draw it).
+  the rest of the compound without overlap: each voxel goes to its most probable one (a voxel
+  where none is confident takes the choice of the nearest voxel where one is); elsewhere the gross
+  disease lies *on* them (a tumour in the cervix is GTVp and Cervix).
 
 So every part lies inside the compound and the parts' union is the compound, voxel for voxel.
+Measured why (synthetic phantom seed 8484, 8 test patients, model 0.7.0): with the anatomical parts
+tiling the whole compound, tumour-only voxels went to the Cervix (Dice 0.615 on a patient whose
+GTVp lies half outside its cervix). "Gross disease more probable than every anatomical part" took
+too much (Cervix 0.786 → 0.571: inside the cervix the network's GTVp often beats its Cervix).
 """
 
 from __future__ import annotations
@@ -43,15 +49,18 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
 
     Returns:
         part name → bool mask: each inside ``compound``, their union ``compound``; the anatomical
-        parts pairwise disjoint. With all probabilities zero, everything goes to the first
+        parts pairwise disjoint, covering the compound but its gross-disease-only voxels. With all probabilities zero, everything goes to the first
         anatomical part.
 
     Example:
         >>> c = np.ones((4, 1, 1), bool)
-        >>> p = {"Cervix": np.array([.9, .2, 0, 0]), "Uterus": np.array([.1, .6, 0, 0]), "GTVp": np.array([.7, 0, 0, 0])}
+        >>> p = {"Cervix": np.array([.9, .2, 0, 0]), "Uterus": np.array([.1, .4, 0, 0]), "GTVp": np.array([.7, 0, 0, 0])}
         >>> p = {k: v[:, None, None] for k, v in p.items()}
         >>> {k: v.ravel().astype(int).tolist() for k, v in partition_compound(c, p, (1, 1, 1)).items()}
         {'Cervix': [1, 0, 0, 0], 'Uterus': [0, 1, 1, 1], 'GTVp': [1, 0, 0, 0]}
+        >>> p["GTVp"] = np.array([.7, .8, 0, 0])[:, None, None]   # voxel 1: GTVp, and no anatomical part reaches 0.5
+        >>> {k: v.ravel().astype(int).tolist() for k, v in partition_compound(c, p, (1, 1, 1)).items()}
+        {'Cervix': [1, 0, 0, 0], 'Uterus': [0, 0, 1, 1], 'GTVp': [1, 1, 0, 0]}
     """
     from scipy import ndimage
 
@@ -75,8 +84,13 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
     if not confident[inside].all():
         _, nearest = ndimage.distance_transform_edt(~confident, sampling=spacing_mm, return_indices=True)
         best = best[tuple(nearest)]  # every voxel takes the choice of its nearest confident voxel
+    gross_only = np.zeros(inside.shape, bool)
+    if len(anatomical) < len(names):  # gross disease where no anatomical part reaches 0.5: no anatomy there
+        for n in names:
+            if n not in anatomical:
+                gross_only |= out[n] & (probs.max(axis=0) < 0.5)
     for k, n in enumerate(anatomical):
-        out[n] = inside & (best == k)
+        out[n] = inside & (best == k) & ~gross_only
     return out
 
 

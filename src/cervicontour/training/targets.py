@@ -164,7 +164,7 @@ def write_targets(
             split = partition_compound(case.load_structure(compound).array, {p: probabilities[p] for p in chosen}, image.spacing_mm)
             for part, mask in split.items():
                 info["parts_voxels"][part] = int(mask.sum())
-                # an anatomical part's split is known even when empty (the parts tile a labelled compound):
+                # an anatomical part's split is known even when empty (the parts split a labelled compound):
                 # an empty one trains as "none here", never as unknown; gross disease is written where
                 # the source finds it (absent = none, as the evaluation reads it)
                 if mask.any() or part not in GROSS_DISEASE:
