@@ -65,6 +65,7 @@ def test_demo_with_the_shipped_model(tmp_path):
     assert (tmp_path / "demo" / "report.html").is_file() and "Dice" in proc.stdout
 
 
+@pytest.mark.slow  # ~55 s; fit's refiner stage (tests/test_fit.py) covers the second stage in make test
 def test_refine_trains_a_second_stage_that_predict_uses(tiny_cohort, tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text('network = "tiny"\npatch_budget_voxels = 16384\nfolds = 2\nval_every = 2\nval_cases = 1\nthreads = 1\n')

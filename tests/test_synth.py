@@ -186,6 +186,7 @@ def test_bladder_filling_spans_the_full_bladder_protocol_range():
     assert volumes_cc.max() < 900.0
 
 
+@pytest.mark.slow  # ~24 s: draws two cohorts
 def test_edge_rate_override_changes_only_the_edge_decisions(tmp_path):
     from cervicontour.cohort import load_cohort, read_notes
     from cervicontour.synth import synthesize_cohort
