@@ -391,11 +391,19 @@ def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_pr
 
 def test_a_budget_that_cannot_pay_for_the_refiner_skips_it(five_label_cohort, source_model, tmp_path):
     """A budget spent before the refiner stage (0.6 s): stage 1 runs its floor of steps, the refiner
-    is skipped with the reason in fit.json and the card, and selection weighs stage 1 against zero-shot."""
-    from cervicontour.training import read_fit_record
+    is skipped with the reason in fit.json and the card, and selection weighs stage 1 against zero-shot.
+    Each stage counted per patient says when it starts (done 0), so its elapsed time and estimate
+    count from there."""
+    from cervicontour.training import FitConfig, fit, read_fit_record
 
-    result = _fit(five_label_cohort, tmp_path / "m", source_model, budget_minutes=0.01, max_stage1_steps=None, min_steps=2)
+    events = []
+    config = FitConfig(**{**TINY_FIT, "budget_minutes": 0.01, "max_stage1_steps": None, "min_steps": 2})
+    result = fit(five_label_cohort, tmp_path / "m", init=str(source_model), config=config, on_event=lambda *e: events.append(e))
     record = read_fit_record(result.model_dir)
+    for stage in ("targets", "zeroshot", "select: stage1", "export: final model"):
+        counted = [(done, total) for name, done, total, text in events if name == stage and text != "done"]
+        assert counted[0][0] == 0 and [d for d, _ in counted[1:]] == list(range(1, counted[0][1] + 1)), (stage, counted)
+    assert [e for e in events if e[0] == "refiner"] == [("refiner", 1, 1, "skipped: " + record.stages["refiner"]["skipped"])]
     assert record.stages["stage1"]["steps_done"] == 2
     refiner = record.stages["refiner"]
     assert refiner["status"] == "done" and refiner["skipped"].startswith("budget: 0 s left") and "steps" not in refiner

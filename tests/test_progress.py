@@ -113,3 +113,11 @@ def test_an_instant_command_has_no_wall_time_line():
     assert result.exit_code == 0 and " wall" not in result.stderr
     result = runner.invoke(app, ["synth", "--help"])
     assert result.exit_code == 0 and " wall" not in result.output
+
+
+def test_a_long_line_is_not_wrapped_in_a_log():
+    text = io.StringIO()
+    show = Display(console=Console(file=text, width=40), clock=Clock())
+    reason = "skipped: budget: 0 s left, its floor is ~2527 s (stage 1 on every patient, then scoring)"
+    show("refiner", 1, 1, reason)
+    assert text.getvalue() == f"refiner: 1/1 {reason} (0.0 s)\n"

@@ -85,7 +85,7 @@ class Display:
         left = self.seconds_left(task, done)
         if left is not None and not finished:
             timing += f", ~{format_seconds(left)} left"
-        self._console.print(f"{task}: {count}{' ' + text if text else ''} ({timing})", highlight=False, markup=False)
+        self._console.print(f"{task}: {count}{' ' + text if text else ''} ({timing})", highlight=False, markup=False, soft_wrap=True)
 
     def seconds_left(self, task: str, done: float) -> float | None:
         """The time ``task`` still needs at the rate since its current total was set (None: unknown yet)."""

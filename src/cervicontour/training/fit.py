@@ -507,6 +507,7 @@ class _Budget:
 
 def _counter(emit, stage: str, total: int):
     state = {"n": 0}
+    emit(stage, 0, total, "")  # the stage starts now: its elapsed time and estimate count from here
 
     def one(pid):
         state["n"] += 1
