@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 # A CPU build of torch 2.13.0 lies on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 DEMO_DIR ?= out/demo
+DEMO_FIT_DIR ?= out/demo-fit
 
 REVIEW_FRONTEND := src/cervicontour/review/frontend
 REVIEW_VENDOR := src/cervicontour/review/static/vendor
 
-.PHONY: install review-assets demo test test-slow clean
+.PHONY: install review-assets demo demo-fit test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ $(REVIEW_VENDOR)/niivue.js: $(REVIEW_FRONTEND)/package-lock.json
 
 demo: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/cervicontour demo $(DEMO_DIR)
+
+# The hospital's day (examples/hospital_day.sh, each command printed with what it writes): synth a five-label
+# cohort, validate, clean, fit (5 min budget), predict with RTSTRUCT, choose parts, evaluate; <= 15 min on the CPU.
+demo-fit: $(VENV)/.installed
+	OMP_WAIT_POLICY=PASSIVE PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/hospital_day.sh $(DEMO_FIT_DIR)
 
 test: $(VENV)/.installed review-assets
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
