@@ -227,6 +227,7 @@ def fit(
     # ---- select
     if not record.done("select"):
         t = time.perf_counter()
+        emit("select", 0, 1, "scoring the candidates on the validation patients")
         candidates = {"stage1": stage1, **({"stage1+refiner": refined} if refined is not None else {})}
         scores = {"zeroshot": zero} if zero.get("applicable") else {}
         for name, model in candidates.items():
