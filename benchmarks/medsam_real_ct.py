@@ -42,7 +42,6 @@ def main() -> None:
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
     from cervicontour.pipeline import predict_case
-    from cervicontour.report.preview import render_overlay
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -88,13 +87,46 @@ def main() -> None:
     }  # fmt: skip
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    render_overlay(ct, {"Bladder (TotalSegmentator)": ts_bladder, "Bladder (ours)": ours,
-                        "MedSAM, boxes from TotalSegmentator": segmented[("totalseg", 0)], "MedSAM, boxes from ours": segmented[("ours", 0)]},
-                   OUT.with_suffix(".png"), centre_on="Bladder (TotalSegmentator)",
-                   title="real CT: LiteMedSAM's bladder from two box sources (margin 0) vs TotalSegmentator's predicted bladder")  # fmt: skip
+    figure(ct, {"TotalSegmentator's bladder (reference)": ts_bladder, "ours (default model)": ours,
+                "MedSAM, boxes from TotalSegmentator": segmented[("totalseg", 2)], "MedSAM, boxes from ours": segmented[("ours", 2)]},
+           OUT.with_suffix(".png"), title=f"real CT: LiteMedSAM's bladder (box margin 2 px) vs TotalSegmentator's predicted bladder; "
+           f"Dice {settings['totalseg_margin2']['dice']:.3f} (its boxes) and {settings['ours_margin2']['dice']:.3f} (our boxes), ours {record['ours_bladder']['dice']:.3f}")  # fmt: skip
     for name, s in settings.items():
         print(f"{name:18s} Dice {s['dice']:.3f}  HD95 {s['hd95_mm']:.1f} mm  {s['cost']['encode_cpu_s_per_slice']:.2f} s CPU/slice")
     print(f"ours               Dice {record['ours_bladder']['dice']:.3f}")
+
+
+def figure(ct, masks: dict, path: Path, *, title: str) -> None:
+    """Axial and coronal slices through the first mask's centroid, one colour per mask (CT window 40/400 HU)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cervicontour.volume import array_to_lps
+
+    image = array_to_lps(ct.array, ct.direction).astype(float)
+    lps = {name: array_to_lps(m.array, m.direction) > 0 for name, m in masks.items()}
+    i, j, k = (int(round(c)) for c in np.argwhere(next(iter(lps.values()))).mean(axis=0))
+    sx, sy, sz = ct.spacing_mm
+    views = [("axial", lambda a: a[:, :, k].T, sy / sx), ("coronal", lambda a: a[:, j, :].T[::-1], sz / sx)]
+    colours = ("#f6d32d", "#f6d32d", "#33d17a", "#e01b24")
+    styles = ("solid", "dashed", "solid", "solid")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), facecolor="black")
+    for ax, (name, cut, aspect) in zip(axes, views):
+        ax.imshow(cut(image), cmap="gray", vmin=-160, vmax=240, aspect=aspect, interpolation="nearest")
+        for (label, mask), colour, style in zip(lps.items(), colours, styles):
+            if cut(mask).any():
+                ax.contour(cut(mask).astype(float), levels=[0.5], colors=[colour], linestyles=[style], linewidths=1.3)
+        ax.set_title(name, color="white")
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=c, linestyle=s, label=n) for n, c, s in zip(lps, colours, styles)]
+    fig.legend(handles=handles, loc="lower center", ncol=4, facecolor="black", labelcolor="white", frameon=False, fontsize=9)
+    fig.suptitle(title, color="white", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path, dpi=100, facecolor="black")
+    plt.close(fig)
 
 
 if __name__ == "__main__":

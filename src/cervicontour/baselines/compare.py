@@ -312,9 +312,20 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _measured(result: Mapping) -> str:
+    """What the method's run took on this machine, for its notes (the machine is often shared)."""
+    if "wall_s" not in result:
+        return ""
+    cpu = f", {result['cpu_s']:.0f} s process CPU" if result.get("cpu_s") is not None else ""
+    load = result.get("load_average") or []
+    busy = f", load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs" if len(load) == 2 else ""
+    return f" [this run: {result['wall_s']:.0f} s wall{cpu}{busy}]"
+
+
 def _methods_table(results: Mapping[str, dict | None], order: Sequence[str]) -> dict:
-    keys = ("structures", "train_seconds", "predict_seconds_per_case", "notes")
-    return {n: {k: results[n][k] for k in keys} for n in order if results.get(n) and not results[n].get("skipped")}
+    keys = ("structures", "train_seconds", "predict_seconds_per_case")
+    return {n: {**{k: results[n][k] for k in keys}, "notes": results[n]["notes"] + _measured(results[n])}
+            for n in order if results.get(n) and not results[n].get("skipped")}  # fmt: skip
 
 
 __all__ = ["METHODS", "RULE", "SCHEMA", "CompareOptions", "MethodResult", "commit_of", "compare", "parse_methods",

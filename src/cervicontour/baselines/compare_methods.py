@@ -318,7 +318,8 @@ def _medsam(names: list[str], ctx: Context) -> dict[str, MethodResult | None]:
         boxes = sum(c["boxes_decoded"] for c in per_case.values())
         rate = {k: sum(c[k] for c in per_case.values()) for k in ("encode_s", "encode_cpu_s", "decode_s", "decode_cpu_s")}
         cost = (f"cost: {rate['encode_s'] / max(slices, 1):.2f} s wall / {rate['encode_cpu_s'] / max(slices, 1):.2f} s CPU per slice encoded "
-                f"({slices} slices), {rate['decode_s'] / max(boxes, 1):.3f} s per box decoded ({boxes} boxes), torch threads {torch.get_num_threads()}")
+                f"({slices} slices), {rate['decode_s'] / max(boxes, 1):.2f} s wall / {rate['decode_cpu_s'] / max(boxes, 1):.2f} s CPU per box decoded "
+                f"({boxes} boxes), torch threads {torch.get_num_threads()}")  # fmt: skip
         scope = f"structures {', '.join(structures)}; cases {', '.join(cases)} ({len(cases)} of {everyone})"
         if name == "medsam-oracle":
             how = (f"LiteMedSAM, ORACLE BOX: per axial slice a box around each 2-D component of the reference mask "
