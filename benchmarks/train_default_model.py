@@ -329,7 +329,7 @@ def write_card(record: dict) -> None:
 
 
 def _parts_training(parts: dict) -> str:
-    """``"400 steps, 40 min"``, or both runs of a continued one: ``"400 + 520 steps (lr 1e-3, then 5e-4), 40 + 70 min"``."""
+    """``"400 steps, 40 min"``, or both runs of a continued one: ``"400 + 782 steps (a second run …), 40 + 70 min"``."""
     first = parts.get("continued_from")
     if not first:
         return f"{parts['steps_done']} steps, {parts['seconds'] / 60:.0f} min"
@@ -533,13 +533,11 @@ def ship_parts(run: Path) -> None:
 
     plan = replace(model.plan, patch_size=shipped.plan.patch_size)
     meta["parts"]["train_patch_size"] = list(model.plan.patch_size)
-    earlier = Path(info.get("init") or "")
-    earlier = earlier if earlier.is_absolute() else ROOT / earlier
-    if info.get("init") and (earlier / "run.json").is_file():  # a continuation of an earlier parts run (--parts-from): both count
+    earlier = ROOT / info["init"] if info.get("init") else None  # a relative init is relative to the repository
+    if earlier is not None and (earlier / "run.json").is_file():  # a continuation of an earlier parts run (--parts-from): both count
         first = json.loads((earlier / "run.json").read_text())
         meta["parts"]["continued_from"] = {"run": earlier.name, **{k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")},
                                            "init": first.get("init"), "minutes": first["config"].get("max_minutes")}
-        meta["parts"]["init"] = f"cervicontour-default {shipped.version}"
     # the fine-tune lost Dice on the five structures (test cohort: benchmarks/results/candidate_finetune_parts_eval.json):
     # the shipped network stays the one that predicts them (and its CTVn refiner), the parts network adds the CTVp's parts
     meta["parts"]["fallback"] = "the five structures (and the nodal groups) from the previous network, unchanged"

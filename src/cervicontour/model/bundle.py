@@ -63,8 +63,7 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
     import torch
 
     payload = model_payload(network, plan, arch, name=name, version=version, config_sha256=config_sha256, meta=meta, half=half, refiner=refiner)
-    if fallback is not None and fallback_structures:
-        payload["fallback"] = {"structures": list(fallback_structures), "model": _chained_payload(fallback, half=half)}
+    _add_fallback(payload, fallback, fallback_structures, half=half)
     from cervicontour.io.atomic import atomic_path
 
     path = Path(path)
@@ -73,13 +72,14 @@ def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str
     return path
 
 
-def _chained_payload(model: "Model", *, half: bool) -> dict:
-    """``model`` as stored inside another's file, with its own fallback (a chain: a model fitted
-    from the shipped default keeps the default whole, and the default keeps its previous network)."""
-    payload = model_payload(model.network, model.plan, model.arch, name=model.name, version=model.version,
-                            config_sha256=model.config_sha256, meta=model.meta, half=half, refiner=model.refiner)  # fmt: skip
-    if model.fallback is not None and model.fallback_structures:
-        payload["fallback"] = {"structures": list(model.fallback_structures), "model": _chained_payload(model.fallback, half=half)}
+def _add_fallback(payload: dict, fallback: "Model | None", structures, *, half: bool) -> dict:
+    """Store ``fallback`` (for ``structures``) inside ``payload``, with its own fallback in turn: a
+    chain (a model fitted from the shipped default keeps the default whole, and the default keeps
+    its previous network)."""
+    if fallback is not None and structures:
+        theirs = model_payload(fallback.network, fallback.plan, fallback.arch, name=fallback.name, version=fallback.version,
+                               config_sha256=fallback.config_sha256, meta=fallback.meta, half=half, refiner=fallback.refiner)  # fmt: skip
+        payload["fallback"] = {"structures": list(structures), "model": _add_fallback(theirs, fallback.fallback, fallback.fallback_structures, half=half)}
     return payload
 
 

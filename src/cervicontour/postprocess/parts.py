@@ -49,8 +49,8 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
 
     Returns:
         part name → bool mask: each inside ``compound``, their union ``compound``; the anatomical
-        parts pairwise disjoint, covering the compound but its gross-disease-only voxels. With all probabilities zero, everything goes to the first
-        anatomical part.
+        parts pairwise disjoint, covering the compound but its gross-disease-only voxels. With all
+        probabilities zero, everything goes to the first anatomical part.
 
     Example:
         >>> c = np.ones((4, 1, 1), bool)
@@ -70,9 +70,9 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
     if not inside.any() or not names:
         return out
     anatomical = [n for n in names if n not in GROSS_DISEASE] or names
-    for n in names:
-        if n not in anatomical:
-            out[n] = inside & (np.asarray(part_probabilities[n]) >= 0.5)
+    gross = [n for n in names if n not in anatomical]
+    for n in gross:
+        out[n] = inside & (np.asarray(part_probabilities[n]) >= 0.5)
     probs = np.stack([np.asarray(part_probabilities[n], np.float32) for n in anatomical])
     best = np.argmax(probs, axis=0)
     top = probs.max(axis=0)
@@ -84,11 +84,8 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
     if not confident[inside].all():
         _, nearest = ndimage.distance_transform_edt(~confident, sampling=spacing_mm, return_indices=True)
         best = best[tuple(nearest)]  # every voxel takes the choice of its nearest confident voxel
-    gross_only = np.zeros(inside.shape, bool)
-    if len(anatomical) < len(names):  # gross disease where no anatomical part reaches 0.5: no anatomy there
-        for n in names:
-            if n not in anatomical:
-                gross_only |= out[n] & (probs.max(axis=0) < 0.5)
+    # gross disease where no anatomical part reaches 0.5: no anatomy there
+    gross_only = np.logical_or.reduce([out[n] for n in gross]) & (top < 0.5) if gross else np.zeros(inside.shape, bool)
     for k, n in enumerate(anatomical):
         out[n] = inside & (best == k) & ~gross_only
     return out

@@ -165,8 +165,8 @@ def write_targets(
             for part, mask in split.items():
                 info["parts_voxels"][part] = int(mask.sum())
                 # an anatomical part's split is known even when empty (the parts split a labelled compound):
-                # an empty one trains as "none here", never as unknown; gross disease is written where
-                # the source finds it (absent = none, as the evaluation reads it)
+                # an empty one trains as "none here", never as unknown; gross disease is written only
+                # where the source finds some (no file: left out of that patient's loss, as before)
                 if mask.any() or part not in GROSS_DISEASE:
                     masks[part] = image.with_array(mask, structure=part)
         staging = out / f".{case.patient_id}.partial"
