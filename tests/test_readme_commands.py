@@ -7,7 +7,6 @@ types, required arguments) without running anything. A `make` line must name a M
 README stays a guide (at most 250 lines) and every link it has into docs/ (and every link between docs
 pages) resolves, anchors included.
 
-Commands that issue 22 is building right now are expected failures that name the issue, until they land.
 The one test that actually runs the README's commands is marked slow.
 """
 
@@ -30,14 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_README_LINES = 250
-
-#: Being built under issue 22 (the README's placeholder section); an expected failure while absent.
-PENDING = {
-    ("cervicontour", "export-dicom"): "issue 22 (deliver 1): `cervicontour export-dicom` is being built; "
-    "the README's placeholder section names it",
-    ("make", "demo-fit"): "issue 22 (deliver 3): `make demo-fit` is being built; the README's placeholder section names it",
-}
-
 
 @dataclass(frozen=True)
 class Command:
@@ -122,19 +113,11 @@ def long_options(args: list[str]) -> list[str]:
     return options
 
 
-def pending_reason(program: str, name: str) -> str | None:
-    return PENDING.get((program, name))
-
-
-def resolve_or_xfail(command: Command):
-    """:func:`resolve` for a README command; an expected failure naming issue 22 for a command still being built."""
-    args = cli_args(command)
+def resolve_readme(command: Command):
+    """:func:`resolve` for a README command, failing with the README line it is on."""
     try:
-        return resolve(args)
+        return resolve(cli_args(command))
     except LookupError as exc:
-        reason = pending_reason("cervicontour", args[0] if args else "")
-        if reason:
-            pytest.xfail(reason)
         raise AssertionError(f"README line {command.line}: {exc}") from None
 
 
@@ -154,7 +137,7 @@ def test_the_readme_has_commands_to_check():
 
 @pytest.mark.parametrize("command", CLI_COMMANDS, ids=lambda c: c.id)
 def test_cli_command_exists_and_its_options_are_in_its_help(command):
-    path, click_command, rest = resolve_or_xfail(command)
+    path, click_command, rest = resolve_readme(command)
     result = CliRunner().invoke(app, [*path, "--help"], terminal_width=250, env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
     assert result.exit_code == 0, result.output
     declared = {o for p in click_command.params for o in (*p.opts, *p.secondary_opts)}
@@ -171,7 +154,7 @@ def test_cli_command_exists_and_its_options_are_in_its_help(command):
 @pytest.mark.parametrize("command", CLI_COMMANDS, ids=lambda c: c.id)
 def test_cli_command_parses_as_written(command):
     """click parses the whole line (arguments, options, their types, required ones) and runs nothing."""
-    path, click_command, rest = resolve_or_xfail(command)
+    path, click_command, rest = resolve_readme(command)
     try:
         context = click_command.make_context(" ".join(["cervicontour", *path]), list(rest))
     except USAGE_ERROR as exc:
@@ -184,10 +167,6 @@ def test_make_targets_exist(command):
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", makefile, flags=re.M))
     for target in (w for w in command.tokens[1:] if not w.startswith("-") and "=" not in w):
-        if target not in targets:
-            reason = pending_reason("make", target)
-            if reason:
-                pytest.xfail(reason)
         assert target in targets, f"README line {command.line}: the Makefile has no target {target!r} (it has: {sorted(targets)})"
 
 
@@ -279,7 +258,7 @@ def _runnable(command: Command) -> bool:
     args = cli_args(command)
     if args is None or Path(command.tokens[0]).name != "cervicontour" or not args:
         return False
-    if args[0] in {"review"} or pending_reason("cervicontour", args[0]):
+    if args[0] == "review":
         return False  # `review` serves until stopped: its --help and parsing are checked above
     return not any(re.fullmatch(r"[A-Z][A-Z_]+", part) for word in args for part in re.split(r"[/=]", word))
 
