@@ -59,3 +59,64 @@ def test_file_lock_is_exclusive_across_processes(tmp_path):
         with pytest.raises(subprocess.TimeoutExpired):
             child.communicate(timeout=1.5)  # waits while this process holds the lock
     assert child.communicate(timeout=30)[0] == "locked\n" and child.returncode == 0
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_staged_folder_moves_entries_in_or_replaces_the_whole_folder(tmp_path):
+    from cervicontour.io.atomic import staged_folder
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("other")
+    (dest / "a.txt").write_text("old a")
+    with staged_folder(dest) as stage:
+        (stage / "a.txt").write_text("new a")
+        (stage / "b.txt").write_text("new b")
+    assert _tree(dest) == {"a.txt": "new a", "b.txt": "new b", "keep.txt": "other"}  # entries moved in, others stay
+    with staged_folder(dest, replace=True) as stage:
+        (stage / "CT_0001.dcm").write_text("slice 1")
+    assert _tree(dest) == {"CT_0001.dcm": "slice 1"}  # replaced as a whole: nothing of the old folder stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or moved-aside folder left
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_failed_staged_folder_leaves_dest_as_it_was_and_no_folder_made_for_it(tmp_path, replace):
+    from cervicontour.io.atomic import staged_folder
+
+    with pytest.raises(RuntimeError):
+        with staged_folder(tmp_path / "a" / "b" / "out", replace=replace) as stage:
+            (stage / "x.txt").write_text("half")
+            raise RuntimeError("writer crashed")
+    assert list(tmp_path.iterdir()) == []  # no staging folder, and a/b/ made for it removed again
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "x.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(dest, replace=replace) as stage:
+            (stage / "x.txt").write_text("half")
+            raise RuntimeError("writer crashed")
+    assert _tree(dest) == {"x.txt": "old"} and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_rename_puts_the_replaced_folder_back(tmp_path, monkeypatch):
+    import cervicontour.io.atomic as atomic
+
+    dest = tmp_path / "CT"
+    dest.mkdir()
+    (dest / "CT_0001.dcm").write_text("old")
+    real, calls = os.replace, []
+
+    def failing(src, dst):  # the second rename (the staged folder onto dest) fails
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("no space left")
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing)
+    with pytest.raises(OSError, match="no space left"):
+        with atomic.staged_folder(dest, replace=True) as stage:
+            (stage / "CT_0001.dcm").write_text("new")
+    assert _tree(dest) == {"CT_0001.dcm": "old"} and sorted(p.name for p in tmp_path.iterdir()) == ["CT"]

@@ -24,14 +24,13 @@ An RTSTRUCT references the SOP instances of the CT it was drawn on, and a NIfTI 
   unless given: a NIfTI does not record how the patient lay on the table.
 
 The series appears at once or not at all: it is written to a hidden folder beside ``out`` and
-renamed. Sources are only read.
+renamed (:func:`cervicontour.io.atomic.staged_folder`). Sources are only read.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +80,7 @@ def write_ct_series(
     patient_position: str = "",
     overwrite: bool = False,
     description: str = "CT from NIfTI (cervicontour)",
+    sha256: str | None = None,
 ) -> SeriesWritten:
     """Write ``image`` (a CT in HU) as a DICOM CT Image Storage series in the new folder ``out``.
 
@@ -92,6 +92,8 @@ def write_ct_series(
         patient_name: DICOM PatientName (default: ``patient_id``), e.g. ``Doe^Jane``.
         patient_position: DICOM PatientPosition (``HFS``, ``FFS``, ...; default empty).
         description: SeriesDescription.
+        sha256: the image's :func:`~cervicontour.pipeline.image_sha256` when the caller has it
+            (computed here otherwise).
 
     Returns:
         :class:`SeriesWritten`.
@@ -106,7 +108,7 @@ def write_ct_series(
     from pydicom.uid import generate_uid
 
     from cervicontour.export.rtstruct import _save
-    from cervicontour.io.atomic import temporary_name
+    from cervicontour.io.atomic import staged_folder
     from cervicontour.io.dicom import _import_pydicom
     from cervicontour.pipeline import image_sha256
 
@@ -114,8 +116,9 @@ def write_ct_series(
     patient_name = patient_id if patient_name is None else patient_name
     _check_identity(patient_id, patient_name, patient_position)
     intercept = _intercept(image.array)
-    out, created = _check_out(Path(out), overwrite)
-    root = _uid_root(image_sha256(image), patient_id, patient_name)
+    out = Path(out)
+    _check_out(out, overwrite)
+    root = _uid_root(sha256 or image_sha256(image), patient_id, patient_name)
     uids = {what: _uid(root, what) for what in ("study", "series", "frame")}
     try:
         series = to_lps(image)
@@ -124,24 +127,13 @@ def write_ct_series(
     normal = np.cross(series.direction[:, 0], series.direction[:, 1])
     header = _series_header(pydicom, series, uids, patient_id, patient_name, patient_position, intercept, description)
     rounded = 0.0
-    stage = temporary_name(out, ".staging")
-    try:
-        stage.mkdir()
+    with staged_folder(out, replace=True) as stage:  # a failure leaves out as it was, and no folder made for it
         for k in range(series.shape[2]):
             position = series.index_to_world(np.array([0.0, 0.0, float(k)]))
             ds, change = _slice(pydicom, header, series.array[:, :, k], k, position, float(position @ normal), intercept,
                                 generate_uid(entropy_srcs=[*root, "slice", str(k)]))
             rounded = max(rounded, change)
             _save(pydicom, ds, stage / f"CT_{k + 1:04d}.dcm")
-        _replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in created:  # the folders made for out's parent, deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
     return SeriesWritten(out, patient_id, patient_name, uids["study"], uids["series"], uids["frame"], series.shape[2],
                          series.orientation, intercept, rounded)
 
@@ -160,7 +152,7 @@ def _check_identity(patient_id: str, patient_name: str, position: str) -> None:
         raise InputError(f"patient position {position!r}: expected one of {', '.join(PATIENT_POSITIONS)} (DICOM PatientPosition), or none")
 
 
-def _check_out(out: Path, overwrite: bool) -> tuple[Path, list[Path]]:
+def _check_out(out: Path, overwrite: bool) -> None:
     from cervicontour.io.atomic import check_writable
 
     check_writable(out, folder=True)
@@ -172,29 +164,6 @@ def _check_out(out: Path, overwrite: bool) -> tuple[Path, list[Path]]:
     if foreign:
         raise InputError(f"{out}: holds {', '.join(foreign[:3])}, which is not a DICOM slice file; --overwrite replaces only a folder of "
                          ".dcm files (a series written before) — choose another --out")
-    created = [p for p in out.parents if not p.exists()]  # deepest first
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise InputError(f"{out}: a path above it is a file, not a folder; choose another --out") from None
-    return out, created
-
-
-def _replace(stage: Path, out: Path) -> None:
-    """Rename ``stage`` onto ``out``; an ``out`` holding files (a series, with ``overwrite``) is moved aside first."""
-    from cervicontour.io.atomic import temporary_name
-
-    old = temporary_name(out, ".old") if out.is_dir() and any(out.iterdir()) else None
-    if old is not None:
-        os.replace(out, old)
-    try:
-        os.replace(stage, out)  # onto an empty folder, or none
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _intercept(array: np.ndarray) -> int:
@@ -407,7 +376,7 @@ def case_series(case_dir: str | os.PathLike, source: str | os.PathLike | None = 
     folder = case_dir / CASE_SERIES_FOLDER
     if _series_uid(folder) == _uid(_uid_root(sha, patient_id, patient_id), "series"):
         return folder, None
-    return folder, write_ct_series(image, folder, patient_id=patient_id, overwrite=True)
+    return folder, write_ct_series(image, folder, patient_id=patient_id, overwrite=True, sha256=sha)
 
 
 def _uid(root: list[str], what: str) -> str:

@@ -103,13 +103,16 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> Path:
 
 
 @contextmanager
-def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(dest: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield a new, empty staging folder beside ``dest``; move its entries into ``dest`` when the
-    block succeeds, remove it when the block fails (``dest`` is then left exactly as it was).
+    block succeeds (with ``replace``: make it ``dest``), remove it when the block fails, with the
+    folders made above ``dest`` for it (``dest`` is then left exactly as it was).
 
     An entry of ``dest`` with the name of a staged one is replaced (moved aside, then removed);
-    other entries of ``dest`` stay. Staging beside ``dest`` keeps every move a rename on one file
-    system.
+    other entries of ``dest`` stay. With ``replace``, ``dest`` is replaced as a whole and none of
+    its entries stay (a DICOM series written again with fewer slices leaves no old slice). Staging
+    beside ``dest`` keeps every move a rename on one file system; a replaced entry is put back if
+    the rename onto it fails.
 
     Raises:
         InputError: ``dest`` (or a folder above it) exists and is not a folder.
@@ -120,6 +123,7 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
         ...         write_case(stage, case)          # a failure here leaves out/pred untouched
     """
     dest = check_writable(dest, folder=True)
+    made = [p for p in dest.parents if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage = temporary_name(dest, ".staging")
@@ -128,17 +132,37 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"{dest}: a path above it is a file, not a folder; choose another output folder") from None
     try:
         yield stage
-        dest.mkdir(exist_ok=True)
-        for entry in sorted(stage.iterdir()):
-            target = dest / entry.name
-            old = temporary_name(target, ".old") if target.exists() or target.is_symlink() else None
-            if old is not None:
-                os.replace(target, old)
-            os.replace(entry, target)
-            if old is not None:
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-    finally:
+        if replace:
+            _move_onto(stage, dest)
+        else:
+            dest.mkdir(exist_ok=True)
+            for entry in sorted(stage.iterdir()):
+                _move_onto(entry, dest / entry.name)
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: someone else's now
+                break
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move_onto(source: Path, target: Path) -> None:
+    """Rename ``source`` onto ``target``: a ``target`` already there is moved aside first, put back
+    if the rename fails, and removed after it."""
+    old = temporary_name(target, ".old") if target.exists() or target.is_symlink() else None
+    if old is not None:
+        os.replace(target, old)
+    try:
+        os.replace(source, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
