@@ -7,11 +7,7 @@ predictions are, the seconds it trained and predicted, and what to know about it
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,29 +199,18 @@ def _nnunet_predict(ctx: Context, model: Path, checkpoint: Path, work: Path) -> 
     import torch
 
     from cervicontour.baselines.nnunet import import_predictions
-    from cervicontour.baselines.nnunet_run import nnunet_env
+    from cervicontour.baselines.nnunet_run import nnunet_env, predict_stage
     from cervicontour.baselines.nnunet_trainer import CPU_KEY
 
-    view = work / "model_view"  # the run's model with the chosen checkpoint as the one the predictor loads
-    if view.exists():
-        shutil.rmtree(view)
-    (view / checkpoint.parent.name).mkdir(parents=True)
-    for name in ("plans.json", "dataset.json"):
-        shutil.copy2(model / name, view / name)
-    os.symlink(checkpoint.resolve(), view / checkpoint.parent.name / "checkpoint_final.pth")
     cases = ctx.test_cases()
     raw = work / "raw"
     shutil.rmtree(raw, ignore_errors=True)
-    job = {"model": str(view), "configuration": model.name.split("__")[-1], "fold": checkpoint.parent.name.removeprefix("fold_"),
-           "device": ctx.options.device, "use_mirroring": False, "images": {c.patient_id: str(c.image_path) for c in cases}, "out": str(raw)}  # fmt: skip
     ctx.emit(f"  nnU-Net: predicting {len(cases)} cases with {checkpoint}")
-    proc = subprocess.run([sys.executable, "-m", "cervicontour.baselines.nnunet_run", "predict", json.dumps(job)],
-                          env=nnunet_env(work / "nnunet_env"), capture_output=True, text=True, check=False)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"nnU-Net prediction failed (exit {proc.returncode}):\n" + "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]))
-    per_case = json.loads(proc.stdout.strip().splitlines()[-1])["per_case_s"]
+    _, per_case = predict_stage(model, {c.patient_id: str(c.image_path) for c in cases}, raw, checkpoint=checkpoint,
+                                configuration=model.name.split("__")[-1], fold=checkpoint.parent.name.removeprefix("fold_"),
+                                device=ctx.options.device, use_mirroring=False, env=nnunet_env(work / "nnunet_env"), logs=work / "logs")  # fmt: skip
     pred = ctx.folder("nnunet", "pred", fresh=True)
-    import_predictions(raw, pred, dataset_json=view / "dataset.json", reference={c.patient_id: c for c in cases})
+    import_predictions(raw, pred, dataset_json=model / "dataset.json", reference={c.patient_id: c for c in cases})
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # the user's own run
     log = state.get("logging") or {}
     epochs_s = [e - s for s, e in zip(log.get("epoch_start_timestamps", []), log.get("epoch_end_timestamps", []))]

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,10 +224,10 @@ def run_nnunet(
     stage("predict")
     raw_predictions = work / "nnunet_predictions"
     images = {c.patient_id: str(dataset.folder / "imagesTs" / f"{c.patient_id}_0000.nii.gz") for c in test_cases}
-    job = {"model": str(model), "configuration": configuration, "fold": fold, "device": device,
-           "use_mirroring": use_mirroring, "images": images, "out": str(raw_predictions)}  # fmt: skip
-    timings["predict_s"], out = _stage("predict", ["-m", __name__, "predict", json.dumps(job)], env, logs)
-    timings["per_case_inference_s"] = json.loads(out.strip().splitlines()[-1])["per_case_s"]
+    timings["predict_s"], timings["per_case_inference_s"] = predict_stage(
+        model, images, raw_predictions, configuration=configuration, fold=fold, device=device,
+        use_mirroring=use_mirroring, env=env, logs=logs,
+    )  # fmt: skip
     stage("import")
     start = time.perf_counter()
     import_predictions(raw_predictions, work / "predictions", dataset_json=dataset.folder / "dataset.json",
@@ -235,6 +235,25 @@ def run_nnunet(
     timings["import_s"] = time.perf_counter() - start
     write_text_atomic(work / "timings.json", json.dumps(timings, indent=2))
     return {"predictions": work / "predictions", "dataset": dataset.folder, "model": model, "timings": timings}
+
+
+def predict_stage(model: str | os.PathLike, images: Mapping[str, str], out: str | os.PathLike, *, configuration: str, fold: str,
+                  device: str, use_mirroring: bool, env: dict[str, str], logs: Path,
+                  checkpoint: str | os.PathLike | None = None) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """nnU-Net's predictor on CT files, as the ``predict`` stage (a subprocess; its log ``LOGS/predict.log``).
+
+    Args:
+        model: trained model folder (``plans.json``, ``dataset.json``, ``fold_<fold>/``).
+        images: ``{case id: CT file}``; writes ``OUT/<case>.nii.gz`` + ``.npz`` + ``.pkl``.
+        checkpoint: the checkpoint to load; default ``MODEL/fold_<fold>/checkpoint_final.pth``.
+
+    Returns:
+        ``(wall seconds of the stage, {case id: prediction seconds})``.
+    """
+    job = {"model": str(model), "checkpoint": str(checkpoint) if checkpoint is not None else None, "configuration": configuration,
+           "fold": fold, "device": device, "use_mirroring": use_mirroring, "images": dict(images), "out": str(out)}  # fmt: skip
+    seconds, stdout = _stage("predict", ["-m", __name__, "predict", json.dumps(job)], env, logs)
+    return seconds, json.loads(stdout.strip().splitlines()[-1])["per_case_s"]
 
 
 # --------------------------------------------------------------------------- subprocess workers
@@ -261,7 +280,7 @@ def _predict_worker(job: dict) -> None:
     model, device = Path(job["model"]), torch.device(job["device"])
     plans = json.loads((model / "plans.json").read_text())
     dataset_json = json.loads((model / "dataset.json").read_text())
-    checkpoint = torch.load(model / f"fold_{job['fold']}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(job.get("checkpoint") or model / f"fold_{job['fold']}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     plans_manager = PlansManager(plans)
     configuration = plans_manager.get_configuration(job["configuration"])
     network = nnUNetTrainer.build_network_architecture(
