@@ -39,10 +39,7 @@ def cohort(path: Path, *, patients: int, seed: int, five_only: bool) -> Path:
         return path
     if path.exists():
         shutil.rmtree(path)
-    synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=PHANTOM)
-    if five_only:
-        for case in path.iterdir():
-            shutil.rmtree(case / "structures" / "sub", ignore_errors=True)
+    synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=PHANTOM, primary_only=five_only)
     (path / ".complete").write_text("five masks only\n" if five_only else "all phantom labels\n")
     return path
 

@@ -187,10 +187,8 @@ def phantom_cohort(path: Path, *, patients: int, seed: int, phantom: int) -> Pat
         return path
     if path.exists():
         shutil.rmtree(path)
-    synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=phantom)
-    for folder in path.iterdir():
-        shutil.rmtree(folder / "structures" / "sub", ignore_errors=True)  # the five compound masks only
-    done.write_text("structures/sub removed\n")
+    synthesize_cohort(path, patients=patients, seed=seed, size="small", phantom=phantom, primary_only=True)  # the five compound masks only
+    done.write_text("five primary masks only (no structures/sub)\n")
     return path
 
 
