@@ -137,7 +137,6 @@ def _finite(value: float) -> float | None:
 def _write_json(path: Path, record: Mapping) -> None:
     from cervicontour.io import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
@@ -275,12 +274,12 @@ def compare(
     settings = {n: _setting(n, info, test_ids, options, use.get(n)) for n in [*names, RULE]}
     results = {n: _finished(out / "methods" / n, settings[n]) for n in settings}
     pending = [n for n in [*names, RULE] if results[n] is None]
+    context = compare_methods.Context(train=train, test=test, out=out, options=options, use=use, emit=emit, finished=results)
     for name in pending:
         if results[name] is not None:  # done together with an earlier one (the two MedSAM settings)
             continue
         emit(f"{name}: start")
         group = [n for n in pending if n.startswith("medsam") and results[n] is None] if name.startswith("medsam") else [name]
-        context = compare_methods.Context(train=train, test=test, out=out, options=options, use=use, emit=emit, finished=results)
         t0, load0, cpu0 = time.time(), os.getloadavg()[0], _cpu_seconds()
         produced = compare_methods.run(group, context)
         cpu = _cpu_seconds() - cpu0  # this process and its finished subprocesses (nnU-Net's stages)

@@ -56,11 +56,13 @@ def write_table(record: dict, path: str | os.PathLike) -> Path:
 
 
 def write_figure(record: dict, path: str | os.PathLike) -> Path:
-    """Bars per structure and method: mean Dice (left), median HD95 mm on a log scale (right)."""
+    """Bars per structure and method: mean Dice (left), median HD95 mm on a log scale (right); the PNG written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from cervicontour.io import atomic_path
 
     names = _structures(record)
     methods = list(record["methods"])
@@ -84,8 +86,9 @@ def write_figure(record: dict, path: str | os.PathLike) -> Path:
     train = record["train"]
     fig.suptitle(f"{train['data']}\ntrain {train['patients']} / test {len(record['test'])} patients, budget {train['budget_minutes']} min", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(path)
