@@ -95,7 +95,7 @@ def test_a_work_folder_in_use_is_refused_before_anything_is_written(tmp_path):
 
 
 # --------------------------------------------------------------------------- the record
-def test_curve_record_round_trips_and_refuses_another_schema(tmp_path):
+def test_curve_record_round_trips_and_refuses_another_schema(tmp_path, monkeypatch):
     config = CurveConfig()
     record = new_curve(config, {"patch_size": [40, 64, 56]})
     record["points"].append(_point(12.5, 0.25))
@@ -104,7 +104,17 @@ def test_curve_record_round_trips_and_refuses_another_schema(tmp_path):
     back = read_curve(path)
     assert back["schema"] == SCHEMA and back["points"] == [_point(12.5, 0.25)]
     assert back["config_sha256"] == config.digest() and "seed 2002 N=20" in back["data"]
-    assert not list(tmp_path.glob("*.tmp*"))  # written through a temporary file
+    # written through a temporary file renamed onto the curve: a write that fails there leaves the
+    # previous curve whole and no temporary file behind
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cervicontour.io.atomic.os.replace", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            write_curve(path, {**record, "points": []})
+    assert read_curve(path)["points"] == [_point(12.5, 0.25)]
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.json"]
     path.write_text(json.dumps({**back, "schema": "other/1"}))
     with pytest.raises(InputError, match="expected 'cervicontour-nnunet-curve/1'"):
         read_curve(path)
