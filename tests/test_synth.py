@@ -148,6 +148,20 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     assert _tree_hashes(a)["SYN001/image.nii.gz"] != _tree_hashes(c)["SYN001/image.nii.gz"]
 
 
+def test_primary_only_writes_the_same_patients_with_the_five_masks_alone(small_cohort, tmp_path):
+    """--primary-only (a hospital's cohort): the same seed gives the same CTs, notes and five primary
+    masks byte for byte, and nothing else: no structures/sub/, no organ beside the five."""
+    primary = synthesize_cohort(tmp_path / "p", patients=5, holdout=1, seed=7, size="small", primary_only=True)
+    def a_hospital_has_it(path: str) -> bool:  # CTs and notes, and the five masks directly under structures/
+        parts = path.split("/")
+        return "structures" not in parts or (parts[-2] == "structures" and parts[-1].split(".")[0] in PRIMARY)
+
+    full = _tree_hashes(small_cohort)
+    kept = {path: digest for path, digest in full.items() if a_hospital_has_it(path)}
+    assert _tree_hashes(primary) == kept
+    assert any("/sub/" in path for path in full) and not any("/sub/" in path for path in kept)  # the full cohort has parts to drop
+
+
 def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
