@@ -62,9 +62,17 @@ def test_the_cohort_is_the_hospitals_five_masks_and_it_validates(day):
 
 @pytest.mark.slow
 def test_the_model_card(day):
+    """The card is of this day's fit: the script's budget, the five masks, fitted and validated on
+    labelled patients only (SYN001..SYN006; the hold-out SYN007, SYN008 never), train and validation apart."""
     out, _ = day
     card = json.loads((out / "model" / "card.json").read_text())
-    assert card and (out / "model" / "card.md").read_text().strip() and (out / "model" / "model.pt").is_file()
+    assert card["schema"] == "cervicontour-card/1" and card["budget_minutes"] == 0.5
+    data = card["data"]
+    assert sorted(data["structures"]) == sorted(FIVE)
+    train, val = set(data["train_patients"]), set(data["val_patients"])
+    assert train and val and not train & val
+    assert train | val <= {f"SYN{i:03d}" for i in range(1, PATIENTS + 1)}
+    assert (out / "model" / "card.md").read_text().strip() and (out / "model" / "model.pt").is_file()
 
 
 @pytest.mark.slow
