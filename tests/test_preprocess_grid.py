@@ -138,3 +138,18 @@ def test_separable_linear_interpolation_matches_scipy_map_coordinates():
     coords = np.stack(np.meshgrid(pos + 1, np.arange(5), np.arange(3), indexing="ij")).reshape(3, -1)
     ref = ndimage.map_coordinates(np.pad(a, ((1, 1), (0, 0), (0, 0))), coords, order=1, mode="constant", cval=0.0)
     np.testing.assert_allclose(got, ref.reshape(got.shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("name,direction", _grids()[1:3])
+def test_the_body_crop_is_a_read_only_view_and_prepares_as_a_copy_would(name, direction):
+    """The crop reads the input's voxels in place (no full-CT copy); nothing can write through it,
+    and the working image equals the one prepared from an LPS copy of the same CT."""
+    image, _ = _phantom(direction)
+    before = image.array.copy()
+    _, cropped = working_grid_of(image, (4.0, 5.0, 8.0), body_threshold_hu=-500.0, margin_mm=4.0)
+    assert np.shares_memory(cropped.array, image.array)
+    with pytest.raises(ValueError):
+        cropped.array[0, 0, 0] = 1
+    plan = _plan((4.0, 5.0, 8.0))
+    np.testing.assert_array_equal(prepare_image(image, plan).image, prepare_image(to_lps(image), plan).image)
+    np.testing.assert_array_equal(image.array, before)

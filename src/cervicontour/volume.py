@@ -217,12 +217,14 @@ def array_from_lps(array_lps: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return np.transpose(out, np.argsort(order))
 
 
-def to_lps(volume: Volume) -> Volume:
+def to_lps(volume: Volume, *, copy: bool = True) -> Volume:
     """The same voxels re-indexed so the array axes point L, P, S (direction ≈ identity).
 
     Only axis permutations and flips are applied (no resampling), so oblique volumes keep
     their small residual rotation. Use it for display and for code that needs "axis 0 runs
-    to the patient's left"; the world position of every voxel is unchanged.
+    to the patient's left"; the world position of every voxel is unchanged. ``copy=False``:
+    the array is a view of ``volume``'s (read it, crop it; a contiguous copy of a flipped
+    full-size CT costs ~0.9 s on this CPU).
     """
     order, flips = lps_axes(volume.direction)
     new_dir = volume.direction[:, list(order)].copy()
@@ -233,4 +235,4 @@ def to_lps(volume: Volume) -> Volume:
         new_dir[:, w] = -new_dir[:, w]
     origin = volume.index_to_world(corner)
     array = array_to_lps(volume.array, volume.direction)
-    return Volume(np.ascontiguousarray(array), spacing, tuple(origin), new_dir, dict(volume.metadata))
+    return Volume(np.ascontiguousarray(array) if copy else array, spacing, tuple(origin), new_dir, dict(volume.metadata))

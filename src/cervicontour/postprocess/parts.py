@@ -62,13 +62,27 @@ def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np
         >>> {k: v.ravel().astype(int).tolist() for k, v in partition_compound(c, p, (1, 1, 1)).items()}
         {'Cervix': [1, 0, 0, 0], 'Uterus': [0, 0, 1, 1], 'GTVp': [1, 1, 0, 0]}
     """
+    names = list(part_probabilities)
+    full = np.asarray(compound) > 0
+    out = {n: np.zeros(full.shape, bool) for n in names}
+    if not full.any() or not names:
+        return out
+    # the split works inside the compound's bounding box (the nearest confident voxel is sought
+    # there): on a full-size CT the CTVp's box is a small part of the box of everything predicted
+    where = np.argwhere(full)
+    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(where.min(0), where.max(0)))
+    inside = full[box]
+    for n, mask in _split(inside, {n: np.asarray(part_probabilities[n])[box] for n in names}, spacing_mm, confidence).items():
+        out[n][box] = mask
+    return out
+
+
+def _split(inside: np.ndarray, part_probabilities: Mapping[str, np.ndarray], spacing_mm, confidence: float) -> dict[str, np.ndarray]:
+    """:func:`partition_compound` on the compound's box (``inside``: its non-empty mask there)."""
     from scipy import ndimage
 
     names = list(part_probabilities)
-    inside = np.asarray(compound) > 0
     out = {n: np.zeros(inside.shape, bool) for n in names}
-    if not inside.any() or not names:
-        return out
     anatomical = [n for n in names if n not in GROSS_DISEASE] or names
     gross = [n for n in names if n not in anatomical]
     for n in gross:

@@ -65,7 +65,7 @@ class WorkingGrid:
 
 def _reorient(image: Volume) -> tuple[Volume, tuple[int, int, int], tuple[int, ...]]:
     order, flips = lps_axes(image.direction)
-    return to_lps(image), order, flips
+    return to_lps(image, copy=False), order, flips  # only the body crop is copied, by the resampling
 
 
 def body_box(array: np.ndarray, spacing_mm, *, threshold_hu: float, margin_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -98,7 +98,8 @@ def working_grid_of(image: Volume, spacing_mm, *, body_threshold_hu: float | Non
         start, stop = (0, 0, 0), lps.shape
     else:
         start, stop = body_box(lps.array, lps.spacing_mm, threshold_hu=body_threshold_hu, margin_mm=margin_mm)
-    crop = lps.array[tuple(slice(a, b) for a, b in zip(start, stop))]
+    crop = lps.array[tuple(slice(a, b) for a, b in zip(start, stop))].view()  # a view of the input's voxels:
+    crop.flags.writeable = False  # read-only, so nothing downstream can change the source image
     s_in = np.asarray(lps.spacing_mm)
     s_work = np.asarray(spacing_mm, dtype=float)
     n_in = np.asarray(crop.shape)
