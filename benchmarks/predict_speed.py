@@ -11,7 +11,11 @@ wall time (interpreter start, imports, reading the rules, hashing, the record).
 (cervicontour.pipeline.parts_region) does to accuracy: N full-size labelled phantom patients (seed 6161, never trained on) predicted
 both ways, in process, and scored against their drawn structures and parts.
 
-Usage: python benchmarks/predict_speed.py [--model default|RUN] [--repeats 3] [--tta] [--accuracy 6]
+``--against REV`` times another commit's ``predict`` in turn with this checkout's (a git worktree
+under out/predict_speed/; the runs alternate, so both see the same machine: its speed varies by
+half from hour to hour here).
+
+Usage: python benchmarks/predict_speed.py [--model default|RUN] [--repeats 3] [--tta] [--accuracy 6] [--against 02d1c28]
 Writes benchmarks/results/predict_speed.json (and predict_speed_accuracy.json).
 """
 
@@ -59,13 +63,15 @@ def make_ct(slices: int) -> Path:
     return path
 
 
-def run_once(ct: Path, model: str, tta: bool) -> dict:
+def run_once(ct: Path, model: str, tta: bool, src: Path | None = None) -> dict:
+    """One ``cervicontour predict`` process; ``src``: another checkout's ``src`` folder to run
+    instead of this one (``--against``)."""
     out = WORK / "pred"
     if out.exists():
         shutil.rmtree(out)
-    exe = Path(sys.executable).parent / "cervicontour"
-    cmd = ["/usr/bin/time", "-v", str(exe), "predict", str(ct), "--out", str(out), "--model", model] + (["--tta"] if tta else [])
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    cli = ["-c", "from cervicontour.cli import main; main()"]
+    cmd = ["/usr/bin/time", "-v", sys.executable, *cli, "predict", str(ct), "--out", str(out), "--model", model] + (["--tta"] if tta else [])
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **({"PYTHONPATH": str(src)} if src else {})}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
@@ -106,7 +112,8 @@ def accuracy(patients: int, model: str) -> dict:
         out[mode + "_per_case"] = [{k: r[k] for k in ("patient_id", "structure", "dice") if k in r} for r in list(result.rows) + list(result.part_rows)]
     pipeline.parts_region = fast
     delta = {k: round(out["fast"][k]["mean"] - out["windows"][k]["mean"], 4) for k in out["fast"] if k in out["windows"]}
-    return {"data": f"synthetic full-size phantom, seed 6161, {patients} labelled patients (never trained on); CTVn composed from each reference's nodal groups",
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"commit": commit, "data": f"synthetic full-size phantom, seed 6161, {patients} labelled patients (never trained on); CTVn composed from each reference's nodal groups",
             "model": model, "dice_mean": {m: out[m] for m in ("windows", "fast")}, "fast_minus_windows": delta,
             "model_stage_s": timings, "per_case": {m: out[m + "_per_case"] for m in ("windows", "fast")}}
 
@@ -117,6 +124,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--accuracy", type=int, default=0, help="also score N full-size labelled phantoms, the parts network over the CTVp box against the whole grid")
+    parser.add_argument("--against", default=None, help="a commit to time in turn with this checkout (same machine state: the runs alternate)")
     parser.add_argument("--slices", type=int, default=150, help="the CT's slice count (issue 22 times 512x512x150)")
     args = parser.parse_args()
     if args.accuracy:
@@ -127,16 +135,29 @@ def main() -> None:
     from cervicontour.io import read_nifti
 
     image = read_nifti(ct)
-    runs = [run_once(ct, args.model, args.tta) for _ in range(args.repeats)]
+    other = None
+    if args.against:  # the other commit's package, checked out beside (its own default model included)
+        other = WORK / f"checkout_{args.against}"
+        if not other.is_dir():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(other), args.against], check=True, capture_output=True)
+    runs, against = [], []
+    for _ in range(args.repeats):
+        if other is not None:
+            against.append(run_once(ct, args.model, args.tta, src=other / "src"))
+        runs.append(run_once(ct, args.model, args.tta))
     result = {
         "input": {"path": str(ct.relative_to(ROOT)), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "data": "synthetic full-size phantom, seed 777"},
         "model": args.model, "tta": args.tta, "runs": runs,
         "wall_s_median": float(np.median([r["wall_s"] for r in runs])), "peak_rss_gb_max": max(r["peak_rss_gb"] for r in runs),
         "limits": {"wall_s": 12, "peak_rss_gb": 2}, "machine": "2 shared CPU cores (load from other jobs varies), torch CPU",
+        "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
     }  # fmt: skip
+    if against:
+        result["against"] = {"commit": args.against, "runs": against, "wall_s_median": float(np.median([r["wall_s"] for r in against])),
+                             "peak_rss_gb_max": max(r["peak_rss_gb"] for r in against)}
     name = "predict_speed_tta.json" if args.tta else "predict_speed.json"
     write_text_atomic(ROOT / "benchmarks" / "results" / name, json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("wall_s_median", "peak_rss_gb_max")}), [r["wall_s"] for r in runs])
+    print(json.dumps({k: result[k] for k in ("wall_s_median", "peak_rss_gb_max")}), [r["wall_s"] for r in runs], "against:", [r["wall_s"] for r in against])
 
 
 if __name__ == "__main__":
