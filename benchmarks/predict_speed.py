@@ -131,6 +131,8 @@ def main() -> None:
         record = accuracy(args.accuracy, args.model)
         write_text_atomic(ROOT / "benchmarks" / "results" / "predict_speed_accuracy.json", json.dumps(record, indent=2))
         print(json.dumps(record["fast_minus_windows"]), json.dumps(record["model_stage_s"]))
+    if not args.repeats:
+        return
     ct = make_ct(args.slices)
     from cervicontour.io import read_nifti
 

@@ -86,8 +86,8 @@ def test_a_network_none_of_whose_channels_is_needed_is_not_run(three, tiny_cohor
 
 
 def test_a_parts_only_network_runs_over_its_compounds_box_only(three, tiny_cohort, tmp_path, monkeypatch):  # noqa: F811
-    """A network kept only for the CTVp's parts (the shipped default's parts network) is run once,
-    over the box parts_region gives, padded to its stride; its channels are 0 outside the box and
+    """A network kept only for the CTVp's parts (the shipped default's parts network) is run
+    over the box parts_region gives only; its channels are 0 outside the box and
     the compound comes from the fallback."""
     import dataclasses
 
@@ -96,7 +96,7 @@ def test_a_parts_only_network_runs_over_its_compounds_box_only(three, tiny_cohor
     from cervicontour.cohort import load_cohort
     from cervicontour.model import save_model
     from cervicontour.model.bundle import load_model
-    from cervicontour.model.network import build_network, total_stride
+    from cervicontour.model.network import build_network
     from cervicontour.preprocess import prepare_image
 
     b = three[1]
@@ -107,15 +107,14 @@ def test_a_parts_only_network_runs_over_its_compounds_box_only(three, tiny_cohor
     prepared = prepare_image(image, a.plan)
     box = (slice(3, 21), slice(5, 30), slice(2, 13))
     seen = []
-    monkeypatch.setattr(pipeline, "parts_region", lambda own, taken, theirs, spacing: seen.append((set(own), dict(taken))) or box)
+    monkeypatch.setattr(pipeline, "parts_region", lambda own, taken, theirs, patch, spacing: seen.append((set(own), dict(taken), tuple(patch))) or box)
     ran, real = [], infer.predict_probabilities
     monkeypatch.setattr(infer, "predict_probabilities", lambda network, array, patch, **kw: ran.append((network, np.shape(array), tuple(patch))) or real(network, array, patch, **kw))
     got = _own(image, a)
-    stride = total_stride(b.arch)
-    padded = tuple(-(-(s.stop - s.start) // k) * k for s, k in zip(box, stride))
-    assert seen == [({"Cervix", "Uterus"}, {"CTVp": b.plan.structures.index("CTVp")})]
-    assert [r[0] for r in ran] == [a.fallback.network, a.network] and ran[1][1:] == ((18, 25, 11), padded)
-    expected = real(a.network, prepared.image[box], padded, pad_value=float(a.plan.normalization.apply(np.array([-1024.0]))[0]), overlap=pipeline.PREDICT_OVERLAP)
+    patch = tuple(a.plan.patch_size)
+    assert seen == [({"Cervix", "Uterus"}, {"CTVp": b.plan.structures.index("CTVp")}, patch)]
+    assert [r[0] for r in ran] == [a.fallback.network, a.network] and ran[1][1:] == ((18, 25, 11), patch)
+    expected = real(a.network, prepared.image[box], patch, pad_value=float(a.plan.normalization.apply(np.array([-1024.0]))[0]), overlap=pipeline.PREDICT_OVERLAP)
     for c in (1, 2):
         np.testing.assert_allclose(got[(c, *box)], expected[c], atol=1e-6)
         outside = got[c].copy()

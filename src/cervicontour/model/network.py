@@ -89,8 +89,6 @@ def total_stride(arch: dict) -> tuple[int, ...]:
     must be multiples of it."""
     if "total_stride" in arch:
         return tuple(int(v) for v in arch["total_stride"])
-    if "arch_kwargs" not in arch:  # no description (a hand-made network): any size
-        return (1, 1, 1)
     out = [1, 1, 1]
     for s in arch["arch_kwargs"]["strides"]:
         s = [s] * 3 if isinstance(s, int) else s
