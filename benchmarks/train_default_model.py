@@ -34,7 +34,7 @@ import numpy as np
 from cervicontour.structures import DEFAULT_OUTPUTS, NODAL_OUTPUTS, PRIMARY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "0.7.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage); 0.6 = 0.5 fine-tuned with the CTVp parts (Cervix, GTVp, Uterus, Vagina); 0.7 = 0.6 with its parts network trained on (70 more minutes at half the learning rate)
+VERSION = "0.8.0"  # of the shipped model: 0.2 = the GPU-trained `cpu` preset; 0.3 = 0.2 adapted to phantom 2 on the CPU; 0.4 = 0.3 continued (a second adaptation run); 0.5 = 0.4 + the CTVn refiner (second stage); 0.6 = 0.5 fine-tuned with the CTVp parts (Cervix, GTVp, Uterus, Vagina); 0.7 = 0.6 with its parts network trained on (70 more minutes at half the learning rate); 0.8 = 0.7 with its parts network trained 72 more minutes (lr 4e-4, one thread)
 COHORTS = {"source": (40, 1001), "target": (100, 2002), "test": (10, 3003)}
 
 

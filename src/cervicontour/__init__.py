@@ -5,4 +5,4 @@ export → metrics → report → review, with `cohort`, `synth`, `structures` a
 Nothing heavy is imported here.
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
