@@ -329,12 +329,13 @@ def write_card(record: dict) -> None:
 
 
 def _parts_training(parts: dict) -> str:
-    """``"400 steps, 40 min"``, or both runs of a continued one: ``"400 + 782 steps (a second run …), 40 + 70 min"``."""
-    first = parts.get("continued_from")
-    if not first:
+    """``"400 steps, 40 min"``, or every run of a continued one: ``"400 + 782 steps (each run …), 40 + 70 min"``."""
+    earlier = parts.get("continued_from")
+    if not earlier:
         return f"{parts['steps_done']} steps, {parts['seconds'] / 60:.0f} min"
-    return (f"{first['steps_done']} + {parts['steps_done']} steps (a second run continued the first at a lower learning rate), "
-            f"{first['seconds'] / 60:.0f} + {parts['seconds'] / 60:.0f} min")
+    runs = [*(earlier if isinstance(earlier, list) else [earlier]), parts]  # one earlier run was recorded as a dict before 0.8.0
+    return (f"{' + '.join(str(r['steps_done']) for r in runs)} steps (each run continued the one before at a lower learning rate), "
+            f"{' + '.join(str(round(r['seconds'] / 60)) for r in runs)} min")
 
 
 def _parts_line(meta: dict, record: dict) -> str:
@@ -533,11 +534,14 @@ def ship_parts(run: Path) -> None:
 
     plan = replace(model.plan, patch_size=shipped.plan.patch_size)
     meta["parts"]["train_patch_size"] = list(model.plan.patch_size)
-    earlier = ROOT / info["init"] if info.get("init") else None  # a relative init is relative to the repository
-    if earlier is not None and (earlier / "run.json").is_file():  # a continuation of an earlier parts run (--parts-from): both count
-        first = json.loads((earlier / "run.json").read_text())
-        meta["parts"]["continued_from"] = {"run": earlier.name, **{k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")},
-                                           "init": first.get("init"), "minutes": first["config"].get("max_minutes")}
+    earlier, chain = info.get("init"), []  # a relative init is relative to the repository
+    while earlier and (ROOT / earlier / "run.json").is_file():  # continuations of earlier parts runs (--parts-from): all count
+        first = json.loads((ROOT / earlier / "run.json").read_text())
+        chain.insert(0, {"run": Path(earlier).name, **{k: first.get(k) for k in ("config_sha256", "steps_done", "seconds", "validation")},
+                         "init": first.get("init"), "minutes": first["config"].get("max_minutes")})
+        earlier = first.get("init")
+    if chain:
+        meta["parts"]["continued_from"] = chain  # earliest first
     # the fine-tune lost Dice on the five structures (test cohort: benchmarks/results/candidate_finetune_parts_eval.json):
     # the shipped network stays the one that predicts them (and its CTVn refiner), the parts network adds the CTVp's parts
     meta["parts"]["fallback"] = "the five structures (and the nodal groups) from the previous network, unchanged"
