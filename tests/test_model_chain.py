@@ -85,34 +85,40 @@ def test_a_network_none_of_whose_channels_is_needed_is_not_run(three, tiny_cohor
     assert ran == [chain.fallback.fallback.network, chain.fallback.network]  # c (deepest first), then b; never a
 
 
-def test_a_parts_only_network_runs_over_its_compounds_box_only(three, tiny_cohort, tmp_path, monkeypatch):  # noqa: F811
-    """A network kept only for the CTVp's parts (the shipped default's parts network) is run
-    over the box parts_region gives only; its channels are 0 outside the box and
-    the compound comes from the fallback."""
+@pytest.fixture
+def parts_chain(three, tmp_path):
+    """A network for the CTVp's parts only (Cervix, Uterus), falling back on b for the CTVp."""
     import dataclasses
 
-    import cervicontour.model.infer as infer
-    from cervicontour import pipeline
-    from cervicontour.cohort import load_cohort
     from cervicontour.model import save_model
     from cervicontour.model.bundle import load_model
     from cervicontour.model.network import build_network
-    from cervicontour.preprocess import prepare_image
 
     b = three[1]
     plan = dataclasses.replace(b.plan, structures=("CTVp", "Cervix", "Uterus"))
-    parts = build_network(b.arch, 1, 3)
-    a = load_model(save_model(tmp_path / "parts.pt", parts, plan, b.arch, name="parts", version="0", config_sha256="-", fallback=b, fallback_structures=("CTVp",)))
+    return load_model(save_model(tmp_path / "parts.pt", build_network(b.arch, 1, 3), plan, b.arch, name="parts", version="0", config_sha256="-", fallback=b, fallback_structures=("CTVp",)))
+
+
+def test_a_parts_only_network_runs_over_its_compounds_box_only(three, parts_chain, tiny_cohort, monkeypatch):  # noqa: F811
+    """A network kept only for the CTVp's parts (the shipped default's parts network) is run
+    over the box parts_region gives only; its channels are 0 outside the box and
+    the compound comes from the fallback."""
+    import cervicontour.model.infer as infer
+    from cervicontour import pipeline
+    from cervicontour.cohort import load_cohort
+    from cervicontour.preprocess import prepare_image
+
+    a, b = parts_chain, three[1]
     image = load_cohort(tiny_cohort)["SYN001"].load_image()
     prepared = prepare_image(image, a.plan)
     box = (slice(3, 21), slice(5, 30), slice(2, 13))
     seen = []
-    monkeypatch.setattr(pipeline, "parts_region", lambda own, taken, theirs, patch, spacing: seen.append((set(own), dict(taken), tuple(patch))) or box)
+    monkeypatch.setattr(pipeline, "parts_region", lambda own, taken, theirs, patch, spacing: seen.append((set(own), dict(taken), tuple(patch), tuple(spacing))) or box)
     ran, real = [], infer.predict_probabilities
     monkeypatch.setattr(infer, "predict_probabilities", lambda network, array, patch, **kw: ran.append((network, np.shape(array), tuple(patch))) or real(network, array, patch, **kw))
     got = _own(image, a)
     patch = tuple(a.plan.patch_size)
-    assert seen == [({"Cervix", "Uterus"}, {"CTVp": b.plan.structures.index("CTVp")}, patch)]
+    assert seen == [({"Cervix", "Uterus"}, {"CTVp": b.plan.structures.index("CTVp")}, patch, tuple(a.plan.spacing_mm))]
     assert [r[0] for r in ran] == [a.fallback.network, a.network] and ran[1][1:] == ((18, 25, 11), patch)
     expected = real(a.network, prepared.image[box], patch, pad_value=float(a.plan.normalization.apply(np.array([-1024.0]))[0]), overlap=pipeline.PREDICT_OVERLAP)
     for c in (1, 2):
@@ -121,3 +127,49 @@ def test_a_parts_only_network_runs_over_its_compounds_box_only(three, tiny_cohor
         outside[box] = 0
         assert not outside.any()
     np.testing.assert_allclose(got[0], _own(image, b)[b.plan.structures.index("CTVp")], atol=1e-6)
+
+
+def _hot(shape, region):
+    theirs = np.zeros((1, *shape), np.float32)
+    theirs[(0, *region)] = 0.9
+    return theirs
+
+
+@pytest.mark.parametrize("shape,region,expected", [
+    # 30 mm at 2 mm = 15 voxels each side; grown to one (64, 64, 40) patch, slid back inside the grid
+    ((100, 100, 100), (slice(0, 2),) * 3, ((0, 64), (0, 64), (0, 40))),
+    ((100, 100, 100), (slice(98, 100),) * 3, ((36, 100), (36, 100), (60, 100))),
+    ((100, 100, 100), (slice(40, 45), slice(40, 45), slice(50, 52)), ((11, 75), (11, 75), (31, 71))),  # 25:60 grown by 29: 14 below, 15 above
+    ((20, 20, 20), (slice(0, 3),) * 3, ((0, 20), (0, 20), (0, 20))),  # a grid smaller than the patch: whole
+    ((100, 100, 100), (slice(10, 90), slice(40, 45), slice(50, 52)), ((0, 100), (11, 75), (31, 71))),  # longer than a patch
+])
+def test_parts_region_by_hand(shape, region, expected):
+    from cervicontour.pipeline import parts_region
+
+    box = parts_region({"Cervix", "Vagina"}, {"CTVp": 0}, _hot(shape, region), (64, 64, 40), (2.0, 2.0, 2.0))
+    assert tuple((b.start, b.stop) for b in box) == expected
+
+
+def test_parts_region_covers_the_whole_grid_for_nodal_groups_or_no_compound():
+    from cervicontour.pipeline import parts_region
+
+    hot = _hot((100, 100, 100), (slice(40, 45),) * 3)
+    assert parts_region({"LN_Pelvic"}, {"CTVn": 0}, hot, (64, 64, 40), (2.0, 2.0, 2.0)) is None  # groups compose or extend a CTVn
+    assert parts_region({"Cervix"}, {"CTVp": 0}, np.zeros_like(hot), (64, 64, 40), (2.0, 2.0, 2.0)) is None  # no CTVp found
+    assert parts_region({"Cervix", "Bladder"}, {"CTVp": 0}, hot, (64, 64, 40), (2.0, 2.0, 2.0)) is None  # not only parts
+
+
+def test_fit_targets_see_the_parts_over_the_whole_grid(parts_chain, tiny_cohort, monkeypatch):
+    """fit's source probabilities: a hospital's CTVp may reach beyond the predicted one, so the
+    parts network runs over the whole grid there (parts_region is never asked)."""
+    from cervicontour import pipeline
+    from cervicontour.cohort import load_cohort
+    from cervicontour.training.targets import source_probabilities
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("parts_region asked for fit's targets")
+
+    monkeypatch.setattr(pipeline, "parts_region", refuse)
+    image = load_cohort(tiny_cohort)["SYN001"].load_image()
+    probabilities = source_probabilities(parts_chain, image)
+    assert set(probabilities) == {"CTVp", "Cervix", "Uterus"} and probabilities["Cervix"].any()

@@ -202,7 +202,7 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
     return names, working, composed, values, box
 
 
-def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepared=None, needed=None) -> np.ndarray:
+def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepared=None, needed=None, parts_box: bool = True) -> np.ndarray:
     """``model``'s per-channel sigmoid probabilities on its working grid, ``(C, *working)``.
 
     The channels of its ``fallback_structures`` (a compound: all its parts; the structures a fit's
@@ -217,7 +217,8 @@ def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepa
     A network run only for parts of a compound its fallback predicts (the shipped default's CTVp
     parts network) covers the box around that compound, at least one patch (:func:`parts_region`),
     not the whole grid: the parts only split their compound, and on a full-size CT that is one
-    window instead of four. Measured against the windows over the whole grid
+    window instead of four (``parts_box=False``: the whole grid, for fit's targets, where the
+    hospital's compound may reach beyond the predicted one). Measured against the windows over the whole grid
     (benchmarks/predict_speed.py --accuracy): 6 full-size phantoms Cervix Dice +0.012, Vagina
     +0.016, Uterus +0.001, GTVp -0.001; the 10 small test phantoms (seed 3003, grids barely larger
     than a patch) Cervix +0.004, Vagina +0.004, GTVp +0.004, Uterus +0.001. A box without the
@@ -232,17 +233,17 @@ def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepa
     needed = set(names) if needed is None else set(needed)
     taken = {name: channel for name, channel in fallback_channels(model).items() if name in needed}
     own = needed & set(names) - set(taken)
-    if prepared is None and (own or (taken and same_preparation(model.plan, model.fallback.plan))):
+    if prepared is None and (own or not taken or same_preparation(model.plan, model.fallback.plan)):
         prepared = prepare_image(image, model.plan)
     theirs = None
     if taken:
         shared = prepared if same_preparation(model.plan, model.fallback.plan) else None
-        theirs = working_probabilities(image, model.fallback, tta=tta, device=device, needed=set(taken), prepared=shared)
+        theirs = working_probabilities(image, model.fallback, tta=tta, device=device, needed=set(taken), prepared=shared, parts_box=parts_box)
     if theirs is not None and not own:
         working = np.zeros((len(names), *theirs.shape[1:]), theirs.dtype)
     else:
         pad_value = float(model.plan.normalization.apply(np.array([-1024.0]))[0])
-        box = None if theirs is None else parts_region(own, taken, theirs, model.plan.patch_size, model.plan.spacing_mm)
+        box = parts_region(own, taken, theirs, model.plan.patch_size, model.plan.spacing_mm) if parts_box and theirs is not None else None
 
         def run(array):
             return infer.predict_probabilities(model.network, array, model.plan.patch_size, pad_value=pad_value, overlap=PREDICT_OVERLAP, device=device, mirror_axes=(0,) if tta else ())
@@ -266,10 +267,11 @@ PARTS_MARGIN_MM = 30.0
 
 def parts_region(own: set[str], taken: Mapping[str, int], theirs: np.ndarray, patch_size, spacing_mm) -> tuple[slice, ...] | None:
     """The working-grid box a network must cover when every channel it runs for (``own``) is a
-    part of a compound its fallback predicts (``taken``: name → channel of ``theirs``): the
+    part of a CTVp its fallback predicts (``taken``: name → channel of ``theirs``): the
     compounds' voxels ≥ 0.5 grown by :data:`PARTS_MARGIN_MM`, then to at least one patch (centred,
     slid inside the grid), so the network sees the context it sees in its windows. ``None`` (the
-    whole grid) when a channel is not such a part or the fallback finds none of the compounds.
+    whole grid) when a channel is not such a part (nodal groups are not: they compose a CTVn or,
+    para-aortic, extend beyond it) or the fallback finds no CTVp.
 
     Example:
         >>> theirs = np.zeros((1, 100, 100, 100), np.float32); theirs[0, 40:50, 40:50, 90:95] = 1
@@ -284,7 +286,7 @@ def parts_region(own: set[str], taken: Mapping[str, int], theirs: np.ndarray, pa
     compounds = set()
     for name in own:
         compound = next((c for c, parts in COMPOUND.items() if name in parts and c in taken), None)
-        if compound is None:
+        if compound is None or compound == "CTVn":  # nodal groups may compose a CTVn or extend beyond it
             return None
         compounds.add(compound)
     hot = np.zeros(theirs.shape[1:], bool)
@@ -468,8 +470,7 @@ def find_inputs(path: str | os.PathLike, *, all_cases: bool = False, patient_id:
 def image_sha256(image: Volume) -> str:
     """Hash of the voxel values and the geometry (the same CT as NIfTI or DICOM hashes alike)."""
     h = hashlib.sha256()
-    # x fastest (ITK's order, the readers' arrays: no copy); an array in another order is copied
-    h.update(memoryview(np.asfortranarray(image.array).T).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(image.array)).cast("B"))  # C order, as every earlier record: UIDs stay stable
     h.update(json.dumps([str(image.array.dtype), image.shape, [round(v, 5) for v in image.spacing_mm], [round(v, 4) for v in image.origin_mm], np.round(image.direction, 6).tolist()]).encode())
     return h.hexdigest()
 

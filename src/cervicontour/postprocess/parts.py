@@ -37,7 +37,8 @@ PART_CONFIDENCE = 0.05
 def partition_compound(compound: np.ndarray, part_probabilities: Mapping[str, np.ndarray], spacing_mm, *, confidence: float = PART_CONFIDENCE) -> dict[str, np.ndarray]:
     """Split a compound mask among its parts by the parts' probabilities (see the module docstring).
 
-    A source that is nowhere ``confidence``-confident inside the compound (an untrained or foreign
+    The nearest confident voxel is sought inside the compound's bounding box (the arrays may be
+    much larger). A source that is nowhere ``confidence``-confident inside the compound (an untrained or foreign
     one) lowers the bar to half its highest anatomical-part probability there, so its relative
     preferences still decide. With only gross-disease parts given, they are treated as anatomical.
 

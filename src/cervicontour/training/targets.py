@@ -102,7 +102,7 @@ def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.n
     from cervicontour.preprocess import prepare_image
 
     prepared = prepare_image(image, model.plan)
-    working = working_probabilities(image, model, tta=False, device="cpu", prepared=prepared)
+    working = working_probabilities(image, model, tta=False, device="cpu", prepared=prepared, parts_box=False)  # the label may reach beyond the predicted CTVp
     values, box = prepared.back_to_input(working, threshold_region=floor)
     out = {}
     for c, name in enumerate(model.plan.structures):
