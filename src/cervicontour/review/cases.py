@@ -35,7 +35,7 @@ class MaskFile:
     id: str
     name: str
     path: Path
-    kind: str  # "draft" (the model's), "sub" (structures/sub), "composed" (written by this page)
+    kind: str  # "draft" (the model's), "sub" (structures/sub), "composed" or "edited" (written by this page)
 
 
 def list_cases(out_dir: str | os.PathLike) -> list[str]:
@@ -64,17 +64,19 @@ def case_dir(out_dir: str | os.PathLike, patient_id: str) -> Path:
 
 
 def mask_files(case: Path) -> list[MaskFile]:
-    """The case's masks: the model's drafts, the sub-structures, then the masks composed here."""
+    """The case's masks: the model's drafts, the sub-structures, then the masks composed and edited here."""
     from cervicontour.io import is_nifti, strip_nifti_suffix
     from cervicontour.structures import try_canonical_name
 
     found: list[MaskFile] = []
-    for folder, kind in ((case / "structures", "draft"), (case / "structures" / "sub", "sub"), (case / REVIEW_FOLDER / "composed", "composed")):
+    for folder, kind in ((case / "structures", "draft"), (case / "structures" / "sub", "sub"), (case / REVIEW_FOLDER / "composed", "composed"),
+                         (case / REVIEW_FOLDER / "edited", "edited")):
         if not folder.is_dir():
             continue
         for path in sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and _inside(p, case)):
             stem = strip_nifti_suffix(path.name)
-            name = try_canonical_name(stem.split("_composed_")[0]) or stem
+            base = stem.split(f"_{kind}_")[0] if kind in ("composed", "edited") else stem
+            name = try_canonical_name(base) or stem
             found.append(MaskFile(path.relative_to(case).as_posix(), name, path, kind))
     return found
 

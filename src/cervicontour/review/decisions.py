@@ -214,6 +214,13 @@ def accepted_set(case: str | os.PathLike) -> dict[str, str]:
     return accepted
 
 
+def _written_order(mask_id: str) -> tuple[int, str]:
+    """Sort key: the model's drafts first, then masks written here (composed, edited) by their time stamp."""
+    if not mask_id.startswith(REVIEW_FOLDER + "/"):
+        return (0, mask_id)
+    return (1, mask_id.rsplit("_", 1)[-1])  # <Name>_<composed|edited>_<%Y%m%dT%H%M%S%fZ>.nii.gz
+
+
 def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _dt.datetime | None = None) -> dict:
     """Write the accepted set as an RTSTRUCT on the case's DICOM CT series and log it.
 
@@ -221,7 +228,8 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     (:func:`cervicontour.export.ct_series.case_series`: the one ``predict --rtstruct`` wrote, or
     written now), so the planning system gets the RTSTRUCT with the CT it references. A composed
     target replaces the draft of the same name when both are accepted. Written to
-    ``review/RS_reviewed_<stamp>.dcm`` with ROI Generation Algorithm ``SEMIAUTOMATIC``.
+    ``review/RS_reviewed_<stamp>.dcm`` with ROI Generation Algorithm ``SEMIAUTOMATIC``. When several
+    accepted masks carry one name, the one written last on this page (composed or edited) goes out.
 
     Raises:
         InputError: the case has no CT (or it changed since the prediction), blank reviewer, or
@@ -241,9 +249,8 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     if not accepted:
         raise InputError(f"{case.name}: no accepted structure (or the accepted files changed since); accept some first")
     chosen: dict[str, str] = {}
-    for mask_id, name in accepted.items():  # composed (review/...) sorts after structures/: it wins
-        if name not in chosen or mask_id.startswith(REVIEW_FOLDER + "/"):
-            chosen[name] = mask_id
+    for mask_id, name in sorted(accepted.items(), key=lambda item: _written_order(item[0])):  # the page's newest wins
+        chosen[name] = mask_id
     when = when or _now()
     info = read_prediction_json(case)
     path = case / REVIEW_FOLDER / f"RS_reviewed_{when.strftime('%Y%m%dT%H%M%S%fZ')}.dcm"

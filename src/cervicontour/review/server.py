@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise InputError(f"the review page needs FastAPI and uvicorn ({exc.name} is missing); install the extra: pip install 'cervicontour[review]'") from None
 
 from cervicontour.review import cases as _cases
+from cervicontour.review import correct as _correct
 from cervicontour.review import decisions as _decisions
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -65,11 +66,12 @@ def check_host(host: str, *, allow_remote: bool = False) -> str:
     return host
 
 
-def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) -> FastAPI:
+def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False, medsam=None) -> FastAPI:
     """The ASGI app serving ``out_dir``; every request must carry ``token``.
 
     With ``warm``, the first case's previews are built in a background thread right away, so the
-    page's first view does not wait for them.
+    page's first view does not wait for them. ``medsam``: a callable returning the box segmenter
+    for corrections (default: the shipped LiteMedSAM, loaded on the first box; tests pass a stand-in).
 
     Raises:
         InputError: ``out_dir`` is not a folder, or the token is shorter than 16 characters.
@@ -79,6 +81,7 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
     if len(token) < 16:
         raise InputError("the review token must be at least 16 characters; leave it out to get a random one")
     cache = _cases.VolumeCache()
+    segmenter = _correct.Segmenter(medsam)
     if warm:
         threading.Thread(target=_warm, args=(out_dir, cache), daemon=True).start()
     app = FastAPI(title="cervicontour review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -157,6 +160,7 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
         records = info.get("structures", {})
         log, log_error = log_of(case)
         composed = {c["id"]: {"volume_cc": c["volume_cc"]} for e in log if e.get("action") == "compose" for c in e.get("compositions", [])}
+        composed |= {e["id"]: {"volume_cc": e["volume_cc"]["after"]} for e in log if e.get("action") == "edit" and "id" in e}
         masks = []
         for number, mask in enumerate(_cases.mask_files(case)):
             record = records.get(mask.name, {}) if mask.kind == "draft" else composed.get(mask.id, {})
@@ -220,6 +224,25 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False) ->
     @app.post("/api/cases/{patient_id}/rtstruct")
     def rtstruct(patient_id: str, body=Body(...)):
         return _decisions.export_accepted_rtstruct(case_of(patient_id), body_of(body).get("reviewer"))
+
+    @app.post("/api/cases/{patient_id}/medsam/propose")
+    def medsam_propose(patient_id: str, body=Body(...)):
+        body = body_of(body)
+        return _correct.propose(case_of(patient_id), body.get("mask"), body.get("start_mm"), body.get("end_mm"), segmenter)
+
+    @app.get("/api/cases/{patient_id}/proposals/{proposal_id}.nii.gz")
+    def proposal_mask(patient_id: str, proposal_id: str):
+        image, _ = _correct.find_proposal(case_of(patient_id), proposal_id)
+        return FileResponse(image, media_type=_NII)
+
+    @app.post("/api/cases/{patient_id}/medsam/accept")
+    def medsam_accept(patient_id: str, body=Body(...)):
+        body = body_of(body)
+        return {"entry": _correct.accept(case_of(patient_id), str(body.get("proposal")), body.get("reviewer"))}
+
+    @app.post("/api/cases/{patient_id}/medsam/discard")
+    def medsam_discard(patient_id: str, body=Body(...)):
+        return _correct.discard(case_of(patient_id), str(body_of(body).get("proposal")))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -345,7 +368,7 @@ def serve(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
 
 
 @contextlib.contextmanager
-def running(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", token: str | None = None, warm: bool = False):
+def running(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", token: str | None = None, warm: bool = False, medsam=None):
     """Run the server in a background thread on a free port; yields the URL (with the token).
 
     For tests and benchmarks::
@@ -355,7 +378,7 @@ def running(out_dir: str | os.PathLike, *, host: str = "127.0.0.1", token: str |
     """
     uvicorn = _uvicorn()
     token = token or secrets.token_urlsafe(24)
-    app = create_app(out_dir, token=token, warm=warm)
+    app = create_app(out_dir, token=token, warm=warm, medsam=medsam)
     sock = _bind(check_host(host), 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

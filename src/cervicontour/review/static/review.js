@@ -18,9 +18,9 @@ async function api(path, options = {}) {
   return body;
 }
 
-let Niivue = null, NVImage = null, SLICE = null, SHOW_RENDER = null;
+let Niivue = null, NVImage = null, SLICE = null, SHOW_RENDER = null, DRAG = null;
 try {
-  ({ Niivue, NVImage, SLICE_TYPE: SLICE, SHOW_RENDER } = await import("/static/vendor/niivue.js"));
+  ({ Niivue, NVImage, SLICE_TYPE: SLICE, SHOW_RENDER, DRAG_MODE: DRAG } = await import("/static/vendor/niivue.js"));
 } catch (error) {
   $("no-viewer").hidden = false;
   state.error = `viewer not built: ${error}`;
@@ -155,7 +155,8 @@ function renderScope(summary) {
 function renderLog(entries) {
   $("log").innerHTML = entries.map((e) => `<li>${escape(e.timestamp)} — ${escape(e.reviewer)}: ${escape(e.action)} ${
     e.structures ? escape(Object.entries(e.structures).map(([k, v]) => `${v.name || k}: ${v.decision || "exported"}`).join(", ")) : ""}${
-    e.compositions ? escape(e.compositions.map((c) => `${c.target} = ${c.used.join(" ∪ ")}`).join("; ")) : ""}</li>`).join("");
+    e.compositions ? escape(e.compositions.map((c) => `${c.target} = ${c.used.join(" ∪ ")}`).join("; ")) : ""}${
+    e.action === "edit" ? escape(`${e.structure} with ${e.tool} on axial slice ${e.slice.k}: +${e.added} / −${e.removed} voxels → ${e.id}`) : ""}</li>`).join("");
 }
 
 async function loadFindings(caseId) {
@@ -177,6 +178,8 @@ async function openCase(caseId) {
   // sub-structures are the CTV components (compose panel), not overlays: dozens of volumes would slow the viewer
   state.masks = summary.masks.filter((m) => m.kind !== "sub").map((m) => ({ ...m, visible: true, opacity: 0.5 }));
   renderStructures(state.masks);
+  await dropProposal({ discard: false });
+  renderCorrect(state.masks);
   renderCompose(summary.parts);
   renderLog(summary.log);
   renderScope(summary);
@@ -209,29 +212,93 @@ async function composeChosen() {
   try {
     const { compositions } = await api(`/api/cases/${encodeURIComponent(state.caseId)}/compose`, { method: "POST", body: JSON.stringify({ reviewer: $("reviewer").value, choices }) });
     $("compose-result").innerHTML = compositions.map((c) => `<div>${c.target} = ${c.used.map(escape).join(" ∪ ")}: ${c.volume_cc} cc</div>`).join("");
-    const selected = new Map([...$("structures").querySelectorAll("tbody tr")].map((r) => [r.dataset.mask, [r.querySelector(".decision").value, r.querySelector(".comment").value]]));
-    const summary = await api(`/api/cases/${encodeURIComponent(state.caseId)}`);
-    const before = new Map(state.masks.map((m) => [m.id, m]));
-    state.masks = summary.masks.filter((m) => m.kind !== "sub").map((m) => before.get(m.id) || { ...m, visible: true, opacity: 0.6 });
-    // a composed target replaces its draft on screen
-    for (const c of compositions) for (const m of state.masks) if (m.name === c.target && m.id !== c.id) m.visible = false;
-    renderStructures(state.masks);
-    for (const row of $("structures").querySelectorAll("tbody tr")) {
-      const [decision, comment] = selected.get(row.dataset.mask) || ["", ""];
-      row.querySelector(".decision").value = decision; row.querySelector(".comment").value = comment;
-    }
-    renderLog(summary.log);
-    if (state.fullLoaded === null) await showVolumes(state.caseId, state.masks); // still streaming: start over with the new list
-    else {
-      // add only the new masks (full resolution: they are small), keep what is loaded
-      for (const [i, m] of state.masks.entries()) {
-        if (before.has(m.id)) { refreshOpacity(i); continue; }
-        const [spec] = volumeList(state.caseId, [m], false).slice(1);
-        nv.addVolume(await NVImage.loadFromUrl(spec));
-      }
-    }
+    await refreshMasks(compositions.map((c) => ({ name: c.target, id: c.id })));
     status(`composed ${compositions.map((c) => c.target).join(", ")}`);
   } catch (error) { status(`not composed: ${error.message}`); }
+}
+
+// Re-read the case's masks after the page wrote new ones; each of `replacing` ({name, id}) hides
+// the other masks of its name on screen. Decisions already chosen in the table are kept.
+async function refreshMasks(replacing) {
+  const selected = new Map([...$("structures").querySelectorAll("tbody tr")].map((r) => [r.dataset.mask, [r.querySelector(".decision").value, r.querySelector(".comment").value]]));
+  const summary = await api(`/api/cases/${encodeURIComponent(state.caseId)}`);
+  const before = new Map(state.masks.map((m) => [m.id, m]));
+  state.masks = summary.masks.filter((m) => m.kind !== "sub").map((m) => before.get(m.id) || { ...m, visible: true, opacity: 0.6 });
+  for (const r of replacing) for (const m of state.masks) if (m.name === r.name && m.id !== r.id) m.visible = false;
+  renderStructures(state.masks);
+  renderCorrect(state.masks);
+  for (const row of $("structures").querySelectorAll("tbody tr")) {
+    const [decision, comment] = selected.get(row.dataset.mask) || ["", ""];
+    row.querySelector(".decision").value = decision; row.querySelector(".comment").value = comment;
+  }
+  renderLog(summary.log);
+  if (!nv) return;
+  if (state.fullLoaded === null) await showVolumes(state.caseId, state.masks); // still streaming: start over with the new list
+  else {
+    // add only the new masks (full resolution: they are small), keep what is loaded
+    for (const [i, m] of state.masks.entries()) {
+      if (before.has(m.id)) { refreshOpacity(i); continue; }
+      const [spec] = volumeList(state.caseId, [m], false).slice(1);
+      nv.addVolume(await NVImage.loadFromUrl(spec));
+    }
+  }
+}
+
+// --- box correction: drag a box on an axial slice, LiteMedSAM proposes, the clinician accepts or discards
+const correction = (state.correction = { on: false, busy: false, proposal: null, volume: null });
+
+function renderCorrect(masks) {
+  const chosen = $("medsam-mask").value;
+  $("medsam-mask").innerHTML = masks.map((m) => `<option value="${escape(m.id)}">${escape(m.name)}${m.kind === "draft" ? "" : ` (${escape(m.kind)})`}</option>`).join("");
+  if (masks.some((m) => m.id === chosen)) $("medsam-mask").value = chosen;
+}
+
+function setBoxMode(on) {
+  correction.on = on && !!nv;
+  $("medsam-box").setAttribute("aria-pressed", String(correction.on));
+  $("medsam-box").textContent = correction.on ? "Box mode on: drag a box on an axial slice" : "Draw a box";
+  if (nv) nv.opts.dragModePrimary = correction.on ? DRAG.callbackOnly : DRAG.crosshair;
+}
+
+async function dropProposal({ discard }) {
+  const { proposal, volume } = correction;
+  correction.proposal = correction.volume = null;
+  $("medsam-proposal").hidden = true;
+  if (nv && volume && nv.volumes.includes(volume)) nv.removeVolume(volume);
+  if (discard && proposal) await api(`/api/cases/${encodeURIComponent(state.caseId)}/medsam/discard`, { method: "POST", body: JSON.stringify({ proposal: proposal.id }) });
+}
+
+async function proposeBox(drag) {
+  if (!correction.on || correction.busy) return;
+  if (drag.axCorSag !== SLICE.AXIAL) { status("draw the box on an axial slice (View: Axial, or the axial pane)"); return; }
+  correction.busy = true;
+  status("MedSAM is segmenting the box…");
+  try {
+    await dropProposal({ discard: true });
+    const caseId = state.caseId;
+    const record = await api(`/api/cases/${encodeURIComponent(caseId)}/medsam/propose`, { method: "POST", body: JSON.stringify({
+      mask: $("medsam-mask").value, start_mm: Array.from(drag.mmStart).slice(0, 3), end_mm: Array.from(drag.mmEnd).slice(0, 3) }) });
+    const volume = await NVImage.loadFromUrl({ url: `/api/cases/${encodeURIComponent(caseId)}/proposals/${encodeURIComponent(record.id)}.nii.gz`,
+      name: `${record.id}.nii.gz`, headers, colormap: colormapFor({ colour: "#00ffff" }), cal_min: 0, cal_max: 1, trustCalMinMax: true, opacity: 0.85 });
+    if (state.caseId !== caseId) return;
+    nv.addVolume(volume);
+    Object.assign(correction, { proposal: record, volume });
+    $("medsam-info").textContent = `${record.name}, axial slice ${record.slice.k} (z ${record.slice.z_mm} mm): ${record.voxels} voxels in the box; accepting adds ${record.added} and removes ${record.removed} voxels`;
+    $("medsam-proposal").hidden = false;
+    status(`MedSAM proposal ready in ${record.seconds} s (cyan): accept it into the draft or discard it`);
+  } catch (error) { status(`no proposal: ${error.message}`); } finally { correction.busy = false; }
+}
+
+async function acceptProposal() {
+  const record = correction.proposal;
+  if (!record) return;
+  try {
+    const { entry } = await api(`/api/cases/${encodeURIComponent(state.caseId)}/medsam/accept`, { method: "POST", body: JSON.stringify({ proposal: record.id, reviewer: $("reviewer").value }) });
+    await dropProposal({ discard: false });
+    await refreshMasks([{ name: entry.structure, id: entry.id }]);
+    $("medsam-mask").value = entry.id; // the next box corrects the edited mask
+    status(`accepted into ${entry.id} (+${entry.added} / −${entry.removed} voxels on slice ${entry.slice.k}); logged`);
+  } catch (error) { status(`not accepted: ${error.message}`); }
 }
 
 async function exportRtstruct() {
@@ -246,6 +313,7 @@ async function main() {
     nv = new Niivue({ isRadiologicalConvention: true, backColor: [0, 0, 0, 1], show3Dcrosshair: false, isColorbar: false, loadingText: "loading", multiplanarShowRender: SHOW_RENDER.NEVER });
     await nv.attachToCanvas($("viewer"));
     nv.setSliceType(SLICE.MULTIPLANAR);
+    nv.onDragRelease = (drag) => { proposeBox(drag); };
     state.nv = nv;
   }
   document.querySelectorAll("[data-window]").forEach((b) => b.addEventListener("click", () => setWindow(b.dataset.window)));
@@ -253,6 +321,10 @@ async function main() {
   $("save").addEventListener("click", saveDecisions);
   $("compose-go").addEventListener("click", composeChosen);
   $("rtstruct").addEventListener("click", exportRtstruct);
+  $("medsam-box").addEventListener("click", () => setBoxMode(!correction.on));
+  $("medsam-accept").addEventListener("click", acceptProposal);
+  $("medsam-discard").addEventListener("click", () => dropProposal({ discard: true }).then(() => status("proposal discarded")).catch((e) => status(`not discarded: ${e.message}`)));
+  $("medsam-box").disabled = !nv;
   const { cases } = await api("/api/cases");
   $("case").innerHTML = cases.map((c) => `<option value="${escape(c.patient_id)}">${escape(c.patient_id)}${c.review_closely.length ? " ⚠" : ""}${(c.out_of_scope || []).length ? " (outside the model's scope)" : ""}${c.log_error ? " (review log unreadable)" : ""}</option>`).join("");
   $("case").addEventListener("change", (e) => openCase(e.target.value));
