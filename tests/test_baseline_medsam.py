@@ -153,7 +153,7 @@ def test_volume_keeps_the_grid_on_lps_and_ras():
     results = []
     for ct_v, ref_v in ((ct, ref), (ras_copy(ct), ras_copy(ref))):
         model = BoxFiller()
-        out = medsam.segment_volume(model, ct_v, medsam.boxes_from_mask(ref_v))
+        out = medsam_cohort.segment_volume(model, ct_v, medsam.boxes_from_mask(ref_v))
         assert out.same_grid(ct_v) and out.array.dtype == np.uint8
         assert np.array_equal(out.array, ref_v.array)  # scale 256 / 128 = 2 there and back
         results.append(array_to_lps(out.array, out.direction))
@@ -161,7 +161,7 @@ def test_volume_keeps_the_grid_on_lps_and_ras():
         assert model.boxes[0] == [60.0, 40.0, 118.0, 58.0]
     assert np.array_equal(results[0], results[1])
     with pytest.raises(InputError, match="slice 7"):
-        medsam.segment_volume(BoxFiller(), ct, {7: (0, 0, 3, 3)})
+        medsam_cohort.segment_volume(BoxFiller(), ct, {7: (0, 0, 3, 3)})
 
 
 
@@ -201,7 +201,7 @@ def test_box_prompt_segments_the_phantom_bladder(loaded, tmp_path):
     boxes = medsam.boxes_from_mask(bladder, margin_px=3)
     ks = sorted(boxes)
     central = {k: boxes[k] for k in ks[len(ks) // 2 - 1: len(ks) // 2 + 2]}  # 3 central slices
-    out = medsam.segment_volume(model, ct, central)
+    out = medsam_cohort.segment_volume(model, ct, central)
     assert out.same_grid(ct) and out.shape == ct.shape
     pred, ref = array_to_lps(out.array, out.direction) > 0, array_to_lps(bladder.array, bladder.direction) > 0
     assert not pred[:, :, [k for k in range(ct.shape[2]) if k not in central]].any()  # no box, no mask

@@ -194,7 +194,9 @@ def test_tiny_meta_training_decreases_loss_and_checkpoint_reloads(tmp_path):
     from cervicontour.cohort import load_cohort
     from cervicontour.io import read_nifti
 
-    result = us.predict_cohort(tmp_path / "m.pt", cohort, cohort, tmp_path / "out", structures=("Bladder",), k=2)
+    from cervicontour.baselines.universeg_cohort import predict_cohort
+
+    result = predict_cohort(tmp_path / "m.pt", cohort, cohort, tmp_path / "out", structures=("Bladder",), k=2)
     assert set(result["cases"]) == {"P0", "P1", "P2"}
     for pid, case in load_cohort(cohort).items():
         written = read_nifti(tmp_path / "out" / pid / "structures" / "Bladder.nii.gz")

@@ -12,6 +12,9 @@ from typing import Optional
 
 import typer
 
+from cervicontour.cli_common import fail as _fail
+from cervicontour.cli_common import guard as _guard
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -25,25 +28,6 @@ def _every_command(ctx: typer.Context) -> None:
     from cervicontour.progress import time_command
 
     time_command(ctx)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _guard(func, *args, **kwargs):
-    """Run a library call; turn InputError into a clear message and exit code 2."""
-    from cervicontour.errors import InputError
-    from cervicontour.structures import UnknownStructureError
-
-    try:
-        return func(*args, **kwargs)
-    except (InputError, UnknownStructureError) as exc:
-        _fail(str(exc))
 
 
 @app.command()

@@ -13,7 +13,6 @@ layout ``OUT/<patient_id>/structures/<Name>.nii.gz`` plus ``OUT/<patient_id>/pre
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ import numpy as np
 
 from cervicontour.errors import InputError
 from cervicontour.structures import COMPOUND
-from cervicontour.volume import Volume
+from cervicontour.volume import Volume, image_sha256
 
 #: Sliding-window overlap at inference (training validation uses 0.5): 0.3 needs ~40 % fewer windows
 #: on a full-size CT, for the 15 s predict budget on this CPU.
@@ -465,14 +464,6 @@ def find_inputs(path: str | os.PathLike, *, all_cases: bool = False, patient_id:
         raise InputError(f"{path}: {len(cases)} cases to predict, but --patient-id names one; drop it (each case keeps its cohort id) "
                          "or predict the one case's image")
     return [InputCase(patient_id or c.patient_id, Path(c.image_path), c.load_image, tuple(c.structure_names)) for c in cases]
-
-
-def image_sha256(image: Volume) -> str:
-    """Hash of the voxel values and the geometry (the same CT as NIfTI or DICOM hashes alike)."""
-    h = hashlib.sha256()
-    h.update(memoryview(np.ascontiguousarray(image.array)).cast("B"))  # C order, as every earlier record: UIDs stay stable
-    h.update(json.dumps([str(image.array.dtype), image.shape, [round(v, 5) for v in image.spacing_mm], [round(v, 4) for v in image.origin_mm], np.round(image.direction, 6).tolist()]).encode())
-    return h.hexdigest()
 
 
 def predict(

@@ -182,3 +182,35 @@ def structure(name: str) -> Structure:
 def is_sub_structure(name: str) -> bool:
     """True for structures stored under ``structures/sub/`` (everything but the primary five)."""
     return canonical_name(name) not in PRIMARY
+
+
+#: Display colours (hex) of the primary structures: the pictures, the review page, RTSTRUCT ROI colours.
+COLOURS = {
+    "Bladder": "#f6d32d",
+    "Anorectum": "#a0522d",
+    "CTVn": "#33d17a",
+    "CTVp": "#e01b24",
+    "Parametrium": "#3584e4",
+}
+#: Colours given in turn to any other structure (parts, extra labels).
+PALETTE = ("#c061cb", "#ff7800", "#00b4d8", "#9a9996", "#2ec27e", "#e66100")
+
+
+def display_colour(name: str, index: int = 0) -> str:
+    """Hex display colour: a primary structure's own (any synonym), else the ``index``-th of :data:`PALETTE`.
+
+    Example:
+        >>> display_colour("bladder"), display_colour("Uterus", 1), display_colour("Uterus", 7)
+        ('#f6d32d', '#ff7800', '#ff7800')
+    """
+    return COLOURS.get(try_canonical_name(name) or name) or PALETTE[index % len(PALETTE)]
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` as ``(r, g, b)``, each 0–255.
+
+    Example:
+        >>> hex_to_rgb("#e01b24")
+        (224, 27, 36)
+    """
+    return tuple(int(colour[k : k + 2], 16) for k in (1, 3, 5))  # type: ignore[return-value]

@@ -15,6 +15,8 @@ So the world position of index ``ijk`` is ``origin_mm + direction @ (spacing_mm 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,3 +238,11 @@ def to_lps(volume: Volume, *, copy: bool = True) -> Volume:
     origin = volume.index_to_world(corner)
     array = array_to_lps(volume.array, volume.direction)
     return Volume(np.ascontiguousarray(array) if copy else array, spacing, tuple(origin), new_dir, dict(volume.metadata))
+
+
+def image_sha256(image: Volume) -> str:
+    """Hash of the voxel values and the geometry (the same CT as NIfTI or DICOM hashes alike)."""
+    h = hashlib.sha256()
+    h.update(memoryview(np.ascontiguousarray(image.array)).cast("B"))  # C order, as every earlier record: UIDs stay stable
+    h.update(json.dumps([str(image.array.dtype), image.shape, [round(v, 5) for v in image.spacing_mm], [round(v, 4) for v in image.origin_mm], np.round(image.direction, 6).tolist()]).encode())
+    return h.hexdigest()

@@ -28,7 +28,7 @@ def atlas(
     """Multi-atlas baseline: register K atlases to each target, propagate, fuse per structure."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
 
     if threads:
         import SimpleITK as sitk

@@ -34,7 +34,8 @@ def compare(
     import time
 
     from cervicontour.baselines.compare import CompareOptions, compare as run_compare, parse_methods
-    from cervicontour.cli import _fail, _guard
+    from cervicontour.cli_common import fail as _fail
+    from cervicontour.cli_common import guard as _guard
 
     chosen = _guard(parse_methods, methods)
     uses = {}

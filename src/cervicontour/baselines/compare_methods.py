@@ -1,6 +1,6 @@
 """The methods of :func:`cervicontour.baselines.compare.compare`: each trains (or not) and predicts the test cases.
 
-Every runner takes a :class:`Context` and returns a :class:`~.compare.MethodResult` (where its
+Every runner takes a :class:`Context` and returns a :class:`~.compare_options.MethodResult` (where its
 predictions are, the seconds it trained and predicted, and what to know about it). A method named in
 ``Context.use`` is scored from that folder: its predictions, or its trained model predicting afresh.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cervicontour.baselines.compare import CompareOptions, MethodResult
+from cervicontour.baselines.compare_options import CompareOptions, MethodResult
 from cervicontour.errors import InputError
 
 
@@ -236,7 +236,7 @@ def _atlas(ctx: Context) -> MethodResult:
 
 
 def _universeg(ctx: Context) -> MethodResult:
-    from cervicontour.baselines.universeg import predict_cohort
+    from cervicontour.baselines.universeg_cohort import predict_cohort
     from cervicontour.baselines.universeg_train import MetaTrainConfig, meta_train
 
     model_path, train_s, note = ctx.use.get("universeg"), None, ""

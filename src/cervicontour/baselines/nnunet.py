@@ -359,10 +359,3 @@ def _from_label_map(path: Path, encoding: RegionEncoding, meta: Mapping) -> tupl
         masks = {s: np.isin(label_map.array, [order[i]]) for i, s in enumerate(encoding.structures)}
         return masks, label_map
     return encoding.decode(label_map.array), label_map
-
-
-def run_nnunet(train_cohort, test=None, work_dir: str | os.PathLike = "nnunet_work", **options) -> dict:
-    """Export, plan, train, predict and import; see :func:`cervicontour.baselines.nnunet_run.run_nnunet`."""
-    from cervicontour.baselines.nnunet_run import run_nnunet as run
-
-    return run(train_cohort, test, work_dir, **options)

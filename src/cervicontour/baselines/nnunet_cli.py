@@ -31,7 +31,7 @@ def export_command(
     from rich.progress import Progress
 
     from cervicontour.baselines.nnunet import export_dataset
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
     from cervicontour.cohort import load_cohort
     from cervicontour.structures import PRIMARY
 
@@ -63,7 +63,7 @@ def import_command(
     from rich.console import Console
 
     from cervicontour.baselines.nnunet import import_predictions
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
 
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -93,7 +93,7 @@ def run_command(
     from rich.console import Console
 
     from cervicontour.baselines.nnunet_run import run_nnunet
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
 
     console = Console(stderr=True)
     with console.status("nnU-Net") as status:
@@ -129,7 +129,7 @@ def curve_command(
     import time
 
     from cervicontour.baselines.nnunet_curve import CurveConfig, run_curve
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
     from cervicontour.structures import PRIMARY
 
     config = _guard(

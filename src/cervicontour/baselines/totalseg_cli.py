@@ -26,7 +26,7 @@ def totalseg(
 ) -> None:
     """TotalSegmentator baseline: zero-shot Bladder and a guideline CTVn (vessels + 7 mm, Taylor 2005)."""
     from cervicontour.baselines.totalseg import run_baseline
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
 
     folder, result = _guard(run_baseline, ct, out, ts_output=ts_output, patient_id=patient_id,
                             para_aortic=para_aortic, para_aortic_top=para_aortic_top, fast=fast)

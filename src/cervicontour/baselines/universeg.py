@@ -19,7 +19,7 @@ The state-dict layout (parameter names and shapes) is that of the official ``uni
 package, so its published ``universeg_v1_nf64_ss64_STA.pt`` loads with :func:`load_weights`
 when the user supplies the file (nothing is downloaded here).
 
-Inference (:func:`predict_volume`, :func:`predict_cohort`) runs slice by slice on the axial
+Inference (:func:`predict_volume`; a cohort: :func:`.universeg_cohort.predict_cohort`) runs slice by slice on the axial
 slices of the CT viewed in LPS order; each slice is resized to 128×128 in-plane, predicted, the
 probability resized back to the slice's own size and thresholded at 0.5, and the result is
 re-indexed onto the exact input grid. **Support choice**: for each (case, structure) one
@@ -33,7 +33,6 @@ slice does not show what the support shows.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cervicontour.errors import InputError
-from cervicontour.structures import PRIMARY, canonical_name
+from cervicontour.structures import canonical_name
 from cervicontour.volume import Volume, array_from_lps, array_to_lps
 
 #: In-plane size the network works at (pixels).
@@ -386,60 +385,3 @@ def draw_support(cases: list, structure: str, k: int, rng: np.random.Generator) 
     sources = tuple((pools[p][0].patient_id, z) for p in sorted({p for p, _ in picks})
                     for q, z in picks if q == p)
     return Support(torch.cat(images)[:, None], torch.cat(labels)[:, None], sources)
-
-
-def predict_cohort(
-    model_path: str | os.PathLike | None,
-    support_cohort_dir: str | os.PathLike,
-    test_cohort_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    structures: tuple[str, ...] = PRIMARY,
-    k: int = 8,
-    seed: int = 0,
-    train_minutes: float = 10.0,
-) -> dict:
-    """Predict every structure of every test case; write ``OUT/<pid>/structures/<Name>.nii.gz``.
-
-    Args:
-        model_path: our meta-trained checkpoint or an official UniverSeg state dict; ``None``
-            meta-trains one on the support cohort first (``train_minutes``), saved as
-            ``OUT/universeg_model.pt``.
-        support_cohort_dir: labelled cohort the support slices come from (a test patient with
-            the same id in the same folder is never its own support).
-        structures: names to predict (overlaps allowed, each its own binary mask).
-        k: support size. seed: support draw (per case and structure: ``[seed, case, structure]``).
-
-    Returns:
-        ``{"cases": {pid: {"seconds": s, "structures": [...]}}, "weights": report summary,
-        "k": k, "seed": seed}``.
-    """
-    from cervicontour.cohort import load_cohort
-    from cervicontour.io import write_nifti
-
-    if k < 1:
-        raise InputError(f"support size k must be ≥ 1, got {k}")
-    names = tuple(canonical_name(s) for s in structures)
-    support_cohort, test_cohort = load_cohort(support_cohort_dir), load_cohort(test_cohort_dir)
-    out = Path(out_dir)
-    if model_path is None:
-        from cervicontour.baselines.universeg_train import MetaTrainConfig, meta_train
-
-        model_path = out / "universeg_model.pt"
-        meta_train(support_cohort_dir, model_path, MetaTrainConfig(seed=seed, max_minutes=train_minutes))
-    model, report = load_model(model_path)
-    same_root = Path(support_cohort_dir).resolve() == Path(test_cohort_dir).resolve()
-    results: dict = {}
-    for c_index, case in enumerate(test_cohort.cases()):
-        pool = [c for c in support_cohort.labelled() if not (same_root and c.patient_id == case.patient_id)]
-        image = case.load_image()
-        start = time.perf_counter()
-        masks = {}
-        for s_index, name in enumerate(names):
-            support = draw_support(pool, name, k, np.random.default_rng([seed, c_index, s_index]))
-            masks[name] = predict_volume(model, image, support)
-        seconds = time.perf_counter() - start
-        for name, mask in masks.items():
-            write_nifti(mask, out / case.patient_id / "structures" / f"{name}.nii.gz")
-        results[case.patient_id] = {"seconds": seconds, "structures": list(names)}
-    return {"cases": results, "weights": report.summary() if report else None, "k": k, "seed": seed}

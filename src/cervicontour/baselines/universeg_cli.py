@@ -38,7 +38,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cervicontour.baselines.universeg_train import MetaTrainConfig, meta_train
-    from cervicontour.cli import _guard
+    from cervicontour.cli_common import guard as _guard
 
     config = MetaTrainConfig(
         seed=seed, max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size,
@@ -84,8 +84,8 @@ def predict(
     import torch
     from rich.console import Console
 
-    from cervicontour.baselines.universeg import predict_cohort
-    from cervicontour.cli import _guard
+    from cervicontour.baselines.universeg_cohort import predict_cohort
+    from cervicontour.cli_common import guard as _guard
     from cervicontour.structures import PRIMARY
 
     torch.set_num_threads(2)

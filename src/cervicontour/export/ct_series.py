@@ -17,7 +17,7 @@ An RTSTRUCT references the SOP instances of the CT it was drawn on, and a NIfTI 
   non-integer values is rounded to whole HU, and the largest change is reported.
 * **UIDs stable per case.** Study, Series and Frame of Reference UIDs and every slice's SOP Instance
   UID are :func:`pydicom.uid.generate_uid` hashes of the patient id and name and of the image's
-  voxels and geometry (:func:`~cervicontour.pipeline.image_sha256`): exporting the same case again
+  voxels and geometry (:func:`~cervicontour.volume.image_sha256`): exporting the same case again
   gives the same UIDs (and byte-identical files: no dates are written), another image or another
   patient never shares them.
 * **Patient** id and name from the case id, or as given. PatientPosition is left empty (type 2)
@@ -92,7 +92,7 @@ def write_ct_series(
         patient_name: DICOM PatientName (default: ``patient_id``), e.g. ``Doe^Jane``.
         patient_position: DICOM PatientPosition (``HFS``, ``FFS``, ...; default empty).
         description: SeriesDescription.
-        sha256: the image's :func:`~cervicontour.pipeline.image_sha256` when the caller has it
+        sha256: the image's :func:`~cervicontour.volume.image_sha256` when the caller has it
             (computed here otherwise).
 
     Returns:
@@ -110,7 +110,7 @@ def write_ct_series(
     from cervicontour.export.rtstruct import _save
     from cervicontour.io.atomic import staged_folder
     from cervicontour.io.dicom import _import_pydicom
-    from cervicontour.pipeline import image_sha256
+    from cervicontour.volume import image_sha256
 
     pydicom = _import_pydicom()
     patient_name = patient_id if patient_name is None else patient_name
@@ -354,7 +354,7 @@ def case_series(case_dir: str | os.PathLike, source: str | os.PathLike | None = 
     """
     from cervicontour.export.provenance import field, read_prediction_json
     from cervicontour.io import read_volume
-    from cervicontour.pipeline import image_sha256
+    from cervicontour.volume import image_sha256
 
     case_dir = Path(case_dir)
     info = read_prediction_json(case_dir)

@@ -42,7 +42,6 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 GENERATION_ALGORITHMS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 DRAFT_NOTICE = "DRAFT for clinician review - not for clinical use without review"
-_PALETTE = ((192, 97, 203), (255, 120, 0), (0, 180, 216), (154, 153, 150), (46, 194, 126), (230, 97, 0))
 _COPIED = (  # patient and general study modules, copied from the CT (type 2: present even if empty)
     "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
     "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
@@ -99,13 +98,10 @@ def interpreted_type(name: str) -> str:
 
 
 def colour(name: str, index: int) -> tuple[int, int, int]:
-    """Display colour: the preview colour of a primary structure, else a fixed palette."""
-    from cervicontour.report.preview import COLOURS
+    """ROI display colour (r, g, b): :func:`cervicontour.structures.display_colour`."""
+    from cervicontour.structures import display_colour, hex_to_rgb
 
-    hex_colour = COLOURS.get(try_canonical_name(name) or name)
-    if hex_colour:
-        return tuple(int(hex_colour[k : k + 2], 16) for k in (1, 3, 5))  # type: ignore[return-value]
-    return _PALETTE[index % len(_PALETTE)]
+    return hex_to_rgb(display_colour(name, index))
 
 
 def write_rtstruct(

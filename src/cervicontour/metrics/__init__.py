@@ -31,12 +31,11 @@ from cervicontour.metrics.editing import (
     false_negative_path_length_mm,
     slice_axis_of,
 )
+from cervicontour.metrics.cohort import CohortEvaluation, evaluate_cohort
 from cervicontour.metrics.evaluate import (
     DEFAULT_TOLERANCES_MM,
-    CohortEvaluation,
     EvaluationSettings,
     evaluate_case,
-    evaluate_cohort,
     evaluate_pair,
     metric_columns,
     nsd_column,

@@ -85,6 +85,8 @@ def _add_fallback(payload: dict, fallback: "Model | None", structures, *, half: 
 
 def model_payload(network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> dict:
     """What ``model.pt`` holds for one network (see :func:`save_model`)."""
+    from cervicontour.model.network import storable_state
+
     state = storable_state(network, half=half)
     payload = {
         "format": FORMAT,
@@ -99,18 +101,6 @@ def model_payload(network, plan: Plan, arch: dict, *, name: str, version: str, c
     if refiner is not None:
         payload["refiner"] = refiner.to_payload(half=half)
     return payload
-
-
-def storable_state(network, *, half: bool = False) -> dict:
-    """``network.state_dict()`` on the CPU, optionally float16, aliases stored once (the decoder of
-    a ``PlainConvUNet`` holds the encoder too: 3× smaller file)."""
-    state, seen = {}, {}
-    for key, value in network.state_dict().items():
-        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
-        if ptr not in seen:
-            seen[ptr] = (value.half() if half and value.is_floating_point() else value).detach().cpu().clone()
-        state[key] = seen[ptr]
-    return state
 
 
 def resolve_model_path(source: str | os.PathLike) -> Path:

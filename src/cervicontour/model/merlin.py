@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cervicontour.errors import InputError
-from cervicontour.model.transfer import TransferReport
+from cervicontour.model.loading import TransferReport
 from cervicontour.preprocess import Normalization
 
 #: Bottleneck blocks per stage of ResNet-152.

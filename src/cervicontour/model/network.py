@@ -160,3 +160,15 @@ def head_prefixes(network) -> tuple[str, ...]:
 
 def encoder_prefixes(network) -> tuple[str, ...]:
     return ("encoder.",)
+
+
+def storable_state(network, *, half: bool = False) -> dict:
+    """``network.state_dict()`` on the CPU, optionally float16, aliases stored once (the decoder of
+    a ``PlainConvUNet`` holds the encoder too: 3× smaller file)."""
+    state, seen = {}, {}
+    for key, value in network.state_dict().items():
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype)
+        if ptr not in seen:
+            seen[ptr] = (value.half() if half and value.is_floating_point() else value).detach().cpu().clone()
+        state[key] = seen[ptr]
+    return state

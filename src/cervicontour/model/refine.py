@@ -81,7 +81,7 @@ class Refiner:
         return (self.structure, *self.context)
 
     def to_payload(self, *, half: bool = False) -> dict:
-        from cervicontour.model.bundle import storable_state
+        from cervicontour.model.network import storable_state
 
         state = storable_state(self.network.unet, half=half)
         return {
@@ -326,7 +326,7 @@ def train_refiner(
     """
     import torch
 
-    from cervicontour.model.train import _loss
+    from cervicontour.model.losses import _loss
 
     if (steps is None) == (minutes is None):
         raise InputError("train_refiner: give exactly one of steps or minutes")

@@ -143,7 +143,7 @@ def write_case_report(
     from cervicontour.postprocess.compose import read_log
     from cervicontour.report.preview import render_overlay
     from cervicontour.rules import check, default_rules, sort_findings
-    from cervicontour.validate.outliers import robust_z
+    from cervicontour.validate.robust import robust_z
 
     case_dir = Path(case_dir)
     prediction = read_prediction_json(case_dir)

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cervicontour.structures import PRIMARY
+from cervicontour.structures import COLOURS, PRIMARY
 from cervicontour.volume import Volume, to_lps
 
-COLOURS = {
-    "Bladder": "#f6d32d",
-    "Anorectum": "#a0522d",
-    "CTVn": "#33d17a",
-    "CTVp": "#e01b24",
-    "Parametrium": "#3584e4",
-}
 WINDOW_HU = (-160.0, 240.0)  # soft-tissue window (W400 / L40)
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from cervicontour.cohort import Case, load_cohort
 from cervicontour.errors import InputError
 from cervicontour.io.atomic import write_text_atomic
-from cervicontour.report.preview import COLOURS, WINDOW_HU
+from cervicontour.report.preview import WINDOW_HU
+from cervicontour.structures import COLOURS, PALETTE
 from cervicontour.rules.findings import Finding, Severity, count_by_severity
 from cervicontour.structures import try_canonical_name
 from cervicontour.volume import Volume
@@ -36,7 +37,6 @@ GEOMETRY_CHECKS = (
     "rules.components",
     "cohort.centroid",
 )
-_EXTRA_COLOURS = ("#c061cb", "#ff7800", "#00b4d8", "#9a9996", "#2ec27e", "#e66100")
 
 
 def write_validation_report(
@@ -220,7 +220,7 @@ def axial_thumbnail(image: Volume, masks: dict[str, Volume], where_mm, *, half_w
         plane = sample_axial(mask, where_mm, half_width_mm=half_width_mm, step_mm=step)
         plane = np.nan_to_num(plane, nan=0.0) > 0
         if plane.any():
-            colour = COLOURS.get(name, _EXTRA_COLOURS[n % len(_EXTRA_COLOURS)])
+            colour = COLOURS.get(name, PALETTE[n % len(PALETTE)])
             offsets = np.linspace(-half_width_mm, half_width_mm, plane.shape[0])
             ax.contour(offsets, offsets, plane.astype(float), levels=[0.5], colors=[colour], linewidths=1.2)
             ax.text(-half_width_mm + 3, -half_width_mm + 10 + 12 * n, name, color=colour, fontsize=7)

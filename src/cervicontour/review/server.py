@@ -152,7 +152,7 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False, me
 
     @app.get("/api/cases/{patient_id}")
     def case_summary(patient_id: str):
-        from cervicontour.report.preview import COLOURS
+        from cervicontour.structures import display_colour
         from cervicontour.structures import COMPOUND
 
         case = case_of(patient_id)
@@ -164,7 +164,7 @@ def create_app(out_dir: str | os.PathLike, *, token: str, warm: bool = False, me
         masks = []
         for number, mask in enumerate(_cases.mask_files(case)):
             record = records.get(mask.name, {}) if mask.kind == "draft" else composed.get(mask.id, {})
-            masks.append({"id": mask.id, "name": mask.name, "kind": mask.kind, "colour": COLOURS.get(mask.name) or _PALETTE[number % len(_PALETTE)],
+            masks.append({"id": mask.id, "name": mask.name, "kind": mask.kind, "colour": display_colour(mask.name, number),
                           "volume_cc": record.get("volume_cc"), "uncertainty": record.get("uncertainty"),
                           "review_closely": bool(record.get("review_closely")), "reasons": record.get("reasons", [])})
         present = {m.name for m in _cases.mask_files(case) if m.kind == "sub"}
@@ -305,9 +305,6 @@ def _warm(out_dir: Path, cache: _cases.VolumeCache) -> None:
                 _cases.mask_preview_bytes(mask, cache)
     except Exception:  # noqa: BLE001 - a warm-up never takes the server down
         pass
-
-
-_PALETTE = ("#c061cb", "#ff7800", "#00b4d8", "#9a9996", "#2ec27e", "#e66100")
 
 
 def _prediction(case: Path) -> dict:

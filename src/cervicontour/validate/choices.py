@@ -41,7 +41,7 @@ def para_aortic_patients(
         >>> para_aortic_patients([CaseFeatures("p1")], ValidateOptions(), {"p1": read_note("para-aortic nodes included")})
         {'p1': 'note'}
     """
-    from cervicontour.validate.outliers import robust_z
+    from cervicontour.validate.robust import robust_z
 
     notes = notes or {}
     found: dict[str, str] = {}
