@@ -16,7 +16,7 @@ ROOT = "cervicontour"
 #: The layers, bottom first. A package (``cervicontour.<name>``, or a top-level module) may import
 #: its own layer's and earlier layers' packages only. docs/architecture.md says what each one owns.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cervicontour", "errors", "volume", "structures", "progress", "cli_common"),
+    ("cervicontour", "errors", "volume", "structures", "boxes", "progress", "cli_common"),
     ("structure_set",),
     ("io",),
     ("cohort",),

@@ -28,6 +28,7 @@ import numpy as np
 
 from cervicontour import __version__ as MODEL_VERSION  # a trained model is stamped with the package version: one version number
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import atomic_path
 from cervicontour.model.config import TrainConfig, to_toml
 from cervicontour.model.losses import _loss, soft_dice_loss  # noqa: F401 (re-exported: callers import them from here)
 from cervicontour.model.run_files import LogWriter, plot_curves, write_json
@@ -370,9 +371,8 @@ def _save_checkpoint(run_dir: Path, network, optimizer, scaler, step: int, secon
     import torch
 
     payload = {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seconds": seconds}
-    tmp = run_dir / ".checkpoint_last.pt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, run_dir / "checkpoint_last.pt")
+    with atomic_path(run_dir / "checkpoint_last.pt") as tmp:
+        torch.save(payload, tmp)
 
 
 def validate(network, val_data, plan: Plan, *, device: str, pad_value: float) -> dict:

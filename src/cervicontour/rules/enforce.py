@@ -16,7 +16,8 @@ from scipy import ndimage
 from cervicontour.errors import InputError
 from cervicontour.rules.config import Rules
 from cervicontour.rules.loader import default_rules
-from cervicontour.rules.masks import FULL_CONNECTIVITY, bounding_box
+from cervicontour.boxes import box_slices
+from cervicontour.rules.masks import FULL_CONNECTIVITY
 from cervicontour.structures import STRUCTURES, canonical_name
 from cervicontour.volume import Volume
 
@@ -124,11 +125,9 @@ def enforce(probabilities: Mapping[str, Volume], *, rules: Rules | None = None) 
     # ---- 3. stray components
     for name in names:
         mask = masks[name]
-        box = bounding_box(mask)
-        if box is None:
+        crop = box_slices(mask)
+        if crop is None:
             continue
-        lo, hi = box
-        crop = tuple(slice(a, b) for a, b in zip(lo, hi))
         labels, n = ndimage.label(mask[crop], structure=FULL_CONNECTIVITY)
         if n <= 1:
             continue

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
+from cervicontour.boxes import bounding_box, box_slices
 from cervicontour.errors import InputError
 from cervicontour.structures import STRUCTURES, canonical_name
 from cervicontour.volume import Volume
@@ -115,24 +116,6 @@ def centroid_index(array: np.ndarray, offset=(0, 0, 0)) -> np.ndarray:
     return out
 
 
-def bounding_box(array: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """``(lo, hi)`` index bounds (``hi`` exclusive) of the non-zero voxels, ``None`` if none.
-
-    One pass over the whole array (along axis 2), then passes over the slab that holds the mask
-    only: a small structure in a full-size CT costs about one read of the array.
-    """
-    hit_k = np.flatnonzero(np.any(array, axis=(0, 1)))
-    if hit_k.size == 0:
-        return None
-    k0, k1 = int(hit_k[0]), int(hit_k[-1]) + 1
-    slab = array[:, :, k0:k1]
-    hit_j = np.flatnonzero(np.any(slab, axis=(0, 2)))
-    j0, j1 = int(hit_j[0]), int(hit_j[-1]) + 1
-    hit_i = np.flatnonzero(np.any(slab[:, j0:j1, :], axis=(1, 2)))
-    i0, i1 = int(hit_i[0]), int(hit_i[-1]) + 1
-    return (i0, j0, k0), (i1, j1, k1)
-
-
 def crop_volume(volume: Volume) -> Volume:
     """The smallest sub-volume holding every non-zero voxel, as a boolean Volume.
 
@@ -140,12 +123,11 @@ def crop_volume(volume: Volume) -> Volume:
     on the same lattice as ``volume``. An all-zero volume comes back as one ``False`` voxel at the
     original origin (a :class:`Volume` cannot have a zero-length axis).
     """
-    box = bounding_box(volume.array)
+    box = box_slices(volume.array)
     if box is None:
         return Volume(np.zeros((1, 1, 1), bool), volume.spacing_mm, volume.origin_mm, volume.direction)
-    lo, hi = box
-    array = np.asarray(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] != 0)
-    origin = volume.index_to_world(np.asarray(lo, dtype=float))
+    array = np.asarray(volume.array[box] != 0)
+    origin = volume.index_to_world(np.array([s.start for s in box], dtype=float))
     return Volume(np.ascontiguousarray(array), volume.spacing_mm, tuple(origin), volume.direction)
 
 
@@ -178,13 +160,12 @@ def to_cropped_masks(structures: Mapping[str, Volume], *, tolerance_mm: float = 
                 f"mask {name!r} origin {vol.origin_mm} is not a whole number of voxels from "
                 f"{first_name!r}'s {ref.origin_mm}; resample it onto the image grid"
             )
-        box = bounding_box(vol.array)
+        box = box_slices(vol.array)
         if box is None:
             out[name] = CroppedMask(name, np.zeros((0, 0, 0), bool), tuple(int(w) for w in whole), lattice)  # type: ignore[arg-type]
             continue
-        lo, hi = box
-        array = np.ascontiguousarray(vol.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] != 0)
-        offset = tuple(int(w) + l for w, l in zip(whole, lo))
+        array = np.ascontiguousarray(vol.array[box] != 0)
+        offset = tuple(int(w) + s.start for w, s in zip(whole, box))
         out[name] = CroppedMask(name, array, offset, lattice)  # type: ignore[arg-type]
     return out
 
@@ -237,8 +218,8 @@ def describe_location(array: np.ndarray, lo: np.ndarray, lattice: Lattice) -> tu
     if not np.any(array):
         return "nowhere", None
     centre = lattice.index_to_world(centroid_index(array, lo))
-    box = bounding_box(array)
-    corners = np.array([[a, b, c] for a in (box[0][0], box[1][0] - 1) for b in (box[0][1], box[1][1] - 1) for c in (box[0][2], box[1][2] - 1)], dtype=float)
+    box = bounding_box(array)  # inclusive (first, last) per axis
+    corners = np.array([[a, b, c] for a in box[0] for b in box[1] for c in box[2]], dtype=float)
     z = lattice.index_to_world(corners + np.asarray(lo, dtype=float))[:, 2]
     span = f"z {z.min():.1f} mm" if np.isclose(z.min(), z.max()) else f"z {z.min():.1f} to {z.max():.1f} mm"
     return (

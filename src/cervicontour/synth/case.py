@@ -8,7 +8,8 @@ import numpy as np
 
 from cervicontour.synth import anatomy as A
 from cervicontour.synth.appearance import finish, random_field, tissue_hu
-from cervicontour.synth.raster import Grid, bounding_box, paint, rotation
+from cervicontour.boxes import box_slices
+from cervicontour.synth.raster import Grid, paint, rotation
 from cervicontour.synth.style import Style
 from cervicontour.synth.targets import nodal_ctv, parametrium, split_vagina
 from cervicontour.volume import Volume
@@ -215,7 +216,7 @@ def _hollow(hu, mask, grid, lumen_hu, *, wall_hu):
     """Organ wall (~3 mm) around a fluid lumen."""
     from scipy import ndimage
 
-    box = bounding_box(mask)
+    box = box_slices(mask)
     if box is None:
         return
     inner = ndimage.distance_transform_edt(mask[box], sampling=grid.template.spacing_mm) > 3.0
@@ -228,7 +229,7 @@ def _bowel_content(hu, mask, grid, rng, content_hu, gas_hu):
     """Lumen with gas pockets (non-dependent, i.e. anterior in supine) and mottled content."""
     from scipy import ndimage
 
-    box = bounding_box(mask)
+    box = box_slices(mask)
     if box is None:
         return
     lumen = ndimage.distance_transform_edt(mask[box], sampling=grid.template.spacing_mm) > 2.5

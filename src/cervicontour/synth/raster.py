@@ -62,16 +62,6 @@ class Grid:
         return float(z.min()), float(z.max())
 
 
-def bounding_box(mask: np.ndarray, margin_vox: tuple[int, int, int] = (0, 0, 0)) -> tuple[slice, ...] | None:
-    """Index box of a mask's true voxels grown by ``margin_vox`` (clipped to the grid); None if empty."""
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found or found[0] is None:
-        return None
-    return tuple(
-        slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found[0], margin_vox, mask.shape)
-    )
-
-
 class Canvas:
     """A full-grid boolean mask built from shapes, each rasterised in its bounding box."""
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cervicontour.synth.raster import Box, Canvas, Ellipsoid, Grid, bounding_box
+from cervicontour.boxes import box_slices
+from cervicontour.synth.raster import Box, Canvas, Ellipsoid, Grid
 
 MARGIN_MM = 7.0
 GROUPS = {
@@ -45,7 +46,7 @@ def nodal_ctv(
             if name in masks:
                 group_id[masks[name]] = gid
     margin_vox = tuple(int(np.ceil(margin_mm / s)) + 1 for s in spacing_mm)
-    box = bounding_box(group_id > 0, margin_vox)
+    box = box_slices(group_id > 0, margin_vox)
     out: dict[str, np.ndarray] = {}
     if box is not None:
         sub = group_id[box]
@@ -91,7 +92,7 @@ def parametrium(
 ) -> np.ndarray:
     """Tissue lateral to cervix and upper vagina, out to ``side_wall_mm`` from the midline."""
     core = cervix | upper_vagina
-    box = bounding_box(core, (0, 0, 0))
+    box = box_slices(core, (0, 0, 0))
     if box is None:
         return np.zeros(grid.shape, bool)
     _, y, z = grid.coords(box)
@@ -120,7 +121,7 @@ def split_vagina(grid: Grid, vagina: np.ndarray, centre_line_mm, fraction: float
         ``(upper, lower)`` bool masks, disjoint, whose union is ``vagina``.
     """
     upper = np.zeros(grid.shape, bool)
-    box = bounding_box(vagina, (0, 0, 0))
+    box = box_slices(vagina, (0, 0, 0))
     if box is None or fraction <= 0.0:
         return upper, vagina.copy()
     if fraction >= 1.0:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cervicontour.io.atomic import staged_folder
 from cervicontour.postprocess.parts import partition_compound
 from cervicontour.structures import COMPOUND, GROSS_DISEASE
 from cervicontour.validate.notes import nodal_groups_for, para_aortic_included
@@ -169,16 +170,13 @@ def write_targets(
                 # where the source finds some (no file: left out of that patient's loss, as before)
                 if mask.any() or part not in GROSS_DISEASE:
                     masks[part] = image.with_array(mask, structure=part)
-        staging = out / f".{case.patient_id}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
         source_file = Path(case.image_path)
         linkable = source_file.is_file() and is_nifti(source_file)
-        write_case(staging, case.patient_id, None if linkable else image, masks)
-        if linkable:
-            _link(source_file, staging / case.patient_id / ("image" + source_file.name[len(strip_nifti_suffix(source_file.name)):]))
-        (staging / case.patient_id / TARGETS_RECORD).write_text(json.dumps(info))
-        os.replace(staging / case.patient_id, folder)
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_folder(out) as staging:  # the case folder appears whole, its record inside, or not at all
+            write_case(staging, case.patient_id, None if linkable else image, masks)
+            if linkable:
+                _link(source_file, staging / case.patient_id / ("image" + source_file.name[len(strip_nifti_suffix(source_file.name)):]))
+            (staging / case.patient_id / TARGETS_RECORD).write_text(json.dumps(info))
         if on_case:
             on_case(case.patient_id)
     write_notes(out, {c.patient_id: c.note for c in cases})

@@ -17,7 +17,8 @@ from cervicontour.cohort import IMAGE_STEMS, Case
 from cervicontour.errors import InputError
 from cervicontour.io import strip_nifti_suffix
 from cervicontour.rules import Finding, Rules, Severity, check
-from cervicontour.rules.masks import bounding_box, centroid_index, crop_volume
+from cervicontour.boxes import box_slices
+from cervicontour.rules.masks import centroid_index, crop_volume
 from cervicontour.structures import PRIMARY, unknown_message
 from cervicontour.validate import deid
 from cervicontour.validate.fastread import read_for_validation
@@ -193,7 +194,7 @@ def _load_masks(case: Case, image: Volume | None, rel, findings: list[Finding], 
                     "fine as it is; `cervicontour clean` stores it as uint8", file=rel(path),
                 )
             )
-        box = bounding_box(inside)
+        box = box_slices(inside)
         if box is None:
             findings.append(_empty(pid, name, rel(path)))
             continue
@@ -203,10 +204,9 @@ def _load_masks(case: Case, image: Volume | None, rel, findings: list[Finding], 
             if inside is None:
                 continue
             grid = image  # carry on in the image's geometry
-            box = bounding_box(inside)
-        lo, hi = box
-        crop = np.ascontiguousarray(inside[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
-        out[name] = Volume(crop, grid.spacing_mm, tuple(grid.index_to_world(np.asarray(lo, float))), grid.direction)
+            box = box_slices(inside)
+        crop = np.ascontiguousarray(inside[box])
+        out[name] = Volume(crop, grid.spacing_mm, tuple(grid.index_to_world(np.array([s.start for s in box], float))), grid.direction)
     return out
 
 
