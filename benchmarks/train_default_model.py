@@ -188,7 +188,7 @@ def train_ctvn_refiner(stage1: Path, out: Path, target: Path, *, steps: int, see
     stage-1 run's own split of the target cohort: its training patients train the refiner, its
     validation patients (never the test set) measure it. Writes OUT/model.pt (stage 1 + refiner)
     and OUT/refiner.json; OUT must not exist yet."""
-    from cervicontour.cli import refine
+    from cervicontour.cli.training import refine
 
     refine(target, model=str(stage1), out=out, structure="CTVn", context="CTVp,Anorectum,Bladder", steps=steps, max_minutes=None, seed=seed)
     return json.loads((out / "refiner.json").read_text())

@@ -172,7 +172,7 @@ def test_make_targets_exist(command):
 
 def test_torchrun_runs_the_cli_module():
     """`torchrun -m cervicontour.cli` needs the module to run the app when executed as __main__."""
-    source = (ROOT / "src" / "cervicontour" / "cli.py").read_text()
+    source = (ROOT / "src" / "cervicontour" / "cli" / "__main__.py").read_text()
     assert 'if __name__ == "__main__"' in source
     assert any(Path(c.tokens[0]).name == "torchrun" for c in CLI_COMMANDS)
 

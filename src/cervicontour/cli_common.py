@@ -26,3 +26,14 @@ def guard(func, *args, **kwargs):
         return func(*args, **kwargs)
     except (InputError, UnknownStructureError) as exc:
         fail(str(exc))
+
+
+def reviewer_name(who: str | None) -> str:
+    """``who``, else the login name (``"unknown"`` in a container that has none): logged with every choice."""
+    import getpass
+
+    try:
+        return who or getpass.getuser()
+    except (KeyError, OSError):  # no login name in a container
+        return "unknown"
+

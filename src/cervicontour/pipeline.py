@@ -183,7 +183,6 @@ def _stage1(image: Volume, model, *, tta: bool, device: str, nodal_groups, clock
         input-array box ``box`` (under the working voxels where any channel reaches 0.5, grown by
         one working voxel: a refiner can grow a structure by about that much).
     """
-    from cervicontour.model.infer import predict_probabilities
     from cervicontour.preprocess import prepare_image
 
     plan, clock = model.plan, clock or _Clock()

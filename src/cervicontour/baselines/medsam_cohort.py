@@ -248,7 +248,7 @@ def _source_mask(case, image: Volume, source, name: str, setting: str) -> Volume
 __all__ = ["REFERENCE", "Cost", "component_boxes", "predict_cohort", "segment_from_masks", "segment_volumes"]
 
 
-def segment_volume(model: nn.Module, volume: Volume, boxes_per_slice: Mapping[int, object], *,
+def segment_volume(model, volume: Volume, boxes_per_slice: Mapping[int, object], *,
                    threshold: float = 0.5) -> Volume:
     """LiteMedSAM slice by slice: one box per axial slice → a 3-D uint8 mask on ``volume``'s grid.
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from cervicontour.errors import InputError
 from cervicontour.preprocess.grid import WorkingGrid, resample_to_working, to_input_grid, working_grid_of
