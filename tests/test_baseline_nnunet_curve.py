@@ -80,6 +80,26 @@ def test_a_point_is_due_every_interval_and_once_at_the_budget():
     assert not evaluation_due({"points": [_point(1000, 0.0)]}, config, 1010)
 
 
+def test_a_gpu_run_uses_nnunets_plan_and_is_paced_by_wall_time():
+    gpu = CurveConfig(plan="default", device="cuda", eval_every_cpu_s=120, stop_cpu_s=480)
+    assert gpu.to_json()["plan"] == "default" and gpu.to_json()["device"] == "cuda"
+    assert CurveConfig.from_json(gpu.to_json()) == gpu and gpu.digest() != CurveConfig(eval_every_cpu_s=120, stop_cpu_s=480).digest()
+    # a CPU configuration stores neither key: the hash of a run made before they existed is unchanged
+    assert "plan" not in CurveConfig().to_json() and "device" not in CurveConfig().to_json()
+    legacy = {k: v for k, v in CurveConfig().to_json().items()}
+    assert CurveConfig.from_json(legacy).digest() == CurveConfig().digest()
+    # points carry CPU and wall seconds; on CUDA the wall seconds decide
+    point = {"train_cpu_s": 50.0, "train_wall_s": 130.0, "dice": {"Bladder": {"mean": 0.3}}}
+    assert evaluation_due({"points": []}, gpu, 120.0) and not evaluation_due({"points": [point]}, gpu, 240.0)
+    assert evaluation_due({"points": [point]}, gpu, 250.0)
+    assert stop_reason({"points": [dict(point, train_wall_s=480.0)]}, gpu).startswith("480 s training wall time ≥ 480 s")
+    assert stop_reason({"points": [point]}, CurveConfig(stop_cpu_s=50)).startswith("50 s training CPU")
+    with pytest.raises(InputError, match="plan must be 'cpu' or 'default'"):
+        CurveConfig(plan="gpu")
+    with pytest.raises(InputError, match="device 'cpu' or 'cuda'"):
+        CurveConfig(device="mps")
+
+
 def test_learned_means_some_point_reached_the_floor():
     assert not learned({"points": []}, "Bladder")
     assert not learned({"points": [_point(600, 0.49)]}, "Bladder")

@@ -63,6 +63,10 @@ class CurveConfig:
         stop_structure, stop_dice: stop once that structure's mean validation Dice exceeds this.
         stop_cpu_s: or once this many training CPU seconds are spent (a last point is measured).
         use_mirroring: test-time mirroring in the evaluation (8 passes in 3-D).
+        plan: ``"cpu"`` (:data:`~.nnunet_run.CPU_PLAN`: 4 mm, a small patch) or ``"default"``
+            (nnU-Net's own 3d_fullres plan, for a GPU).
+        device: ``"cpu"`` or ``"cuda"``. On CUDA the training clock that paces the points and the
+            budget (``eval_every_cpu_s``, ``stop_cpu_s``) is the epochs' wall time, not process CPU.
     """
 
     structures: tuple[str, ...] = PRIMARY
@@ -81,12 +85,16 @@ class CurveConfig:
     stop_dice: float = 0.8
     stop_cpu_s: float = 3 * 3600.0
     use_mirroring: bool = False
+    plan: str = "cpu"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "structures", tuple(dict.fromkeys(canonical_name(s) for s in self.structures)))
         object.__setattr__(self, "stop_structure", canonical_name(self.stop_structure))
         if self.stop_structure not in self.structures:
             raise InputError(f"stop structure {self.stop_structure!r} is not among the exported {list(self.structures)}")
+        if self.plan not in ("cpu", "default") or self.device not in ("cpu", "cuda"):
+            raise InputError(f"plan must be 'cpu' or 'default' and device 'cpu' or 'cuda'; got plan {self.plan!r}, device {self.device!r}")
         if min(self.train_patients, self.val_patients, self.test_patients, self.iterations_per_epoch) < 1:
             raise InputError("train, validation and test patients and iterations per epoch must each be ≥ 1")
 
@@ -96,7 +104,18 @@ class CurveConfig:
         return self.num_epochs or -(-1000 * 250 // self.iterations_per_epoch)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "structures": list(self.structures)}
+        """The configuration as stored; ``plan`` and ``device`` only when not the CPU defaults, so the
+        hash of a CPU run made before they existed is unchanged (its work folder still resumes)."""
+        data = {**asdict(self), "structures": list(self.structures)}
+        for key in ("plan", "device"):
+            if data[key] == "cpu":
+                del data[key]
+        return data
+
+    @property
+    def clock_key(self) -> str:
+        """The point's field that paces the run: ``train_cpu_s`` on the CPU, ``train_wall_s`` on CUDA."""
+        return "train_cpu_s" if self.device == "cpu" else "train_wall_s"
 
     @classmethod
     def from_json(cls, data: Mapping) -> CurveConfig:
@@ -154,10 +173,11 @@ def stop_reason(record: Mapping, config: CurveConfig) -> str | None:
         return None
     last = record["points"][-1]
     dice = mean_dice(last, config.stop_structure)
+    spent, unit = last[config.clock_key], "training CPU" if config.device == "cpu" else "training wall time"
     if dice > config.stop_dice:
-        return f"{config.stop_structure} mean validation Dice {dice:.3f} > {config.stop_dice} after {last['train_cpu_s']:.0f} s training CPU"
-    if last["train_cpu_s"] >= config.stop_cpu_s:
-        return f"{last['train_cpu_s']:.0f} s training CPU ≥ {config.stop_cpu_s:.0f} s; {config.stop_structure} Dice {dice:.3f}"
+        return f"{config.stop_structure} mean validation Dice {dice:.3f} > {config.stop_dice} after {spent:.0f} s {unit}"
+    if spent >= config.stop_cpu_s:
+        return f"{spent:.0f} s {unit} ≥ {config.stop_cpu_s:.0f} s; {config.stop_structure} Dice {dice:.3f}"
     return None
 
 
@@ -172,8 +192,9 @@ def learned(record: Mapping, structure: str, *, min_dice: float = 0.5) -> bool:
 
 
 def evaluation_due(record: Mapping, config: CurveConfig, train_cpu_s: float) -> bool:
-    """A point is due every ``eval_every_cpu_s`` of training CPU, and at the CPU budget."""
-    last = record["points"][-1]["train_cpu_s"] if record["points"] else 0.0
+    """A point is due every ``eval_every_cpu_s`` of training CPU, and at the CPU budget
+    (on CUDA: of training wall time, passed as ``train_cpu_s``; see :attr:`CurveConfig.clock_key`)."""
+    last = record["points"][-1][config.clock_key] if record["points"] else 0.0
     return train_cpu_s - last >= config.eval_every_cpu_s or (train_cpu_s >= config.stop_cpu_s > last)
 
 
@@ -209,9 +230,9 @@ def held_out_cases(folders: Mapping[str, Path]) -> dict[str, dict]:
 
 
 def prepare(config: CurveConfig, work: Path) -> dict:
-    """Cohorts, export, nnU-Net planning (CPU plan) and preprocessing, once; returns ``prepared.json``."""
+    """Cohorts, export, nnU-Net planning (the CPU plan or nnU-Net's own) and preprocessing, once; returns ``prepared.json``."""
     from cervicontour.baselines.nnunet import export_dataset
-    from cervicontour.baselines.nnunet_run import CPU_PLAN, plan_and_preprocess, require_nnunet
+    from cervicontour.baselines.nnunet_run import CPU_PLAN, PlanOptions, plan_and_preprocess, require_nnunet
     from cervicontour.cohort import Case
     from cervicontour.io import write_text_atomic
 
@@ -227,9 +248,10 @@ def prepare(config: CurveConfig, work: Path) -> dict:
     start = time.perf_counter()
     (dataset,) = export_dataset(folders["train"], work / "nnUNet_raw", dataset_id=config.dataset_id, name="Cervix",
                                 structures=config.structures, test=held_out)  # fmt: skip
-    prepared = {"export_s": time.perf_counter() - start, "dataset": dataset.folder.name, "plans_name": CPU_PLAN.name,
-                "plans": asdict(CPU_PLAN), "cases": {k: list(v) for k, v in cases.items()}}  # fmt: skip
-    prepared.update(plan_and_preprocess(config.dataset_id, work, plans=CPU_PLAN))
+    plans = CPU_PLAN if config.plan == "cpu" else PlanOptions()
+    prepared = {"export_s": time.perf_counter() - start, "dataset": dataset.folder.name, "plans_name": plans.name,
+                "plans": asdict(plans), "cases": {k: list(v) for k, v in cases.items()}}  # fmt: skip
+    prepared.update(plan_and_preprocess(config.dataset_id, work, plans=plans))
     write_text_atomic(marker, json.dumps(prepared, indent=2))
     return prepared
 
@@ -295,7 +317,7 @@ def _run_locked(config: CurveConfig, work: Path, curve_path: Path, stage: Callab
     stage("prepare")
     prepared = prepare(config, work)
     stage("train")
-    env = nnunet_env(work, training_on_cpu=True)
+    env = nnunet_env(work, training_on_cpu=config.device == "cpu")
     job = {"work": str(work), "curve": str(curve_path), "config": config.to_json(), "prepared": prepared}
     log = work / "logs" / TRAINER_LOG
     log.parent.mkdir(parents=True, exist_ok=True)

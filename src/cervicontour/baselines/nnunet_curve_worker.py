@@ -136,7 +136,7 @@ def main(job: dict) -> None:
             write_curve(curve_path, record)
         print(f"[{time.strftime('%H:%M:%S')}] epoch {clock['epochs']}: {clock['iterations']} iterations, "
               f"{clock['cpu_s']:.0f} s CPU, {clock['wall_s']:.0f} s wall", flush=True)  # fmt: skip
-        if evaluation_due(record, config, clock["cpu_s"]):
+        if evaluation_due(record, config, clock["cpu_s"] if config.device == "cpu" else clock["wall_s"]):
             start = time.perf_counter()
             dice = evaluate(trainer, images, cases, config.structures, work / "eval", use_mirroring=config.use_mirroring)
             point = {"epoch": clock["epochs"], "iterations": clock["iterations"], "train_wall_s": round(clock["wall_s"], 1),
@@ -153,7 +153,7 @@ def main(job: dict) -> None:
         return reason is not None
 
     trainer = build_trainer(work / "nnUNet_preprocessed" / prepared["dataset"], plans_name=prepared["plans_name"],
-                            configuration="3d_fullres", fold="all", device="cpu", continue_training=resume is not None,
+                            configuration="3d_fullres", fold="all", device=config.device, continue_training=resume is not None,
                             num_epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, save_every=1,
                             after_epoch=after_epoch)  # fmt: skip
     if resume is not None:
