@@ -28,6 +28,11 @@ REVIEW_FOLDER = "review"
 REVIEW_LOG = "review.json"
 
 
+def stamp(when) -> str:
+    """The UTC time stamp in the names of the files the page writes (sorts in time order)."""
+    return when.strftime("%Y%m%dT%H%M%S%fZ")
+
+
 @dataclass(frozen=True)
 class MaskFile:
     """One mask the page can show: ``id`` is its path relative to the case folder."""

@@ -35,8 +35,8 @@ import numpy as np
 
 from cervicontour.errors import InputError
 from cervicontour.io.atomic import file_sha256, write_text_atomic
-from cervicontour.review.cases import REVIEW_FOLDER, MaskFile, ct_source, find_mask, mask_files
-from cervicontour.volume import Volume, array_to_lps, lps_axes
+from cervicontour.review.cases import REVIEW_FOLDER, MaskFile, ct_source, find_mask, mask_files, stamp
+from cervicontour.volume import Volume, array_to_lps, to_lps
 
 PROPOSALS = "proposals"
 EDITED = "edited"
@@ -71,16 +71,6 @@ def ras_to_lps(point_mm) -> np.ndarray:
     return point[:3] * np.array([-1.0, -1.0, 1.0])
 
 
-def lps_index(volume: Volume, point_lps_mm) -> np.ndarray:
-    """The continuous voxel index of an LPS point, re-indexed to the LPS-ordered array (L, P, S)."""
-    native = volume.world_to_index(np.asarray(point_lps_mm, dtype=float))
-    order, flips = lps_axes(volume.direction)
-    out = np.array([native[order[w]] for w in range(3)])
-    for w in flips:
-        out[w] = volume.shape[order[w]] - 1 - out[w]
-    return out
-
-
 def slice_box(volume: Volume, start_ras_mm, end_ras_mm) -> SliceBox:
     """The axial slice and box that a drag from ``start`` to ``end`` (RAS mm) covers on ``volume``.
 
@@ -91,9 +81,9 @@ def slice_box(volume: Volume, start_ras_mm, end_ras_mm) -> SliceBox:
             the slice is outside the CT, the box misses the slice or is under :data:`MIN_BOX_PX`
             pixels on a side.
     """
-    a = lps_index(volume, ras_to_lps(start_ras_mm))
-    b = lps_index(volume, ras_to_lps(end_ras_mm))
-    n_l, n_p, n_s = (volume.shape[o] for o in lps_axes(volume.direction)[0])
+    lps = to_lps(volume, copy=False)  # indices on it are the LPS-ordered ones (L, P, S)
+    a, b = (lps.world_to_index(ras_to_lps(p)) for p in (start_ras_mm, end_ras_mm))
+    n_l, n_p, n_s = lps.shape
     k0, k1 = (int(np.floor(v + 0.5)) for v in (a[2], b[2]))
     if k0 != k1:
         raise InputError(f"the box's corners lie on axial slices {k0} and {k1}; expected one axial slice — draw the box on an axial view")
@@ -108,10 +98,6 @@ def slice_box(volume: Volume, start_ras_mm, end_ras_mm) -> SliceBox:
     if np.any(hi - lo + 1 < MIN_BOX_PX):
         raise InputError(f"the box is {hi[0] - lo[0] + 1}×{hi[1] - lo[1] + 1} pixels; expected at least {MIN_BOX_PX}×{MIN_BOX_PX} — drag a box around the structure")
     return SliceBox(k0, (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
-
-
-def _stamp(when: _dt.datetime) -> str:
-    return when.strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _editable(case: Path, mask_id: str) -> MaskFile:
@@ -226,9 +212,9 @@ def propose(case: str | os.PathLike, mask_id: str, start_ras_mm, end_ras_mm, seg
     array_to_lps(proposal, ct.direction)[x0:x1 + 1, y0:y1 + 1, box.k] = inside
     was = array_to_lps(base.array, base.direction)[x0:x1 + 1, y0:y1 + 1, box.k] != 0
     when = when or _dt.datetime.now(_dt.timezone.utc)
-    proposal_id = f"{mask.name}_medsam_{_stamp(when)}"
+    proposal_id = f"{mask.name}_medsam_{stamp(when)}"
     folder = case / REVIEW_FOLDER / PROPOSALS
-    corners = _lps_corner_mm(ct, box)
+    corners = to_lps(ct, copy=False).index_to_world(np.array([[x0, y0, box.k], [x1, y1, box.k]], dtype=float))  # first and last voxel centres
     record = {
         "id": proposal_id, "mask": mask.id, "name": mask.name, "base_sha256": file_sha256(mask.path),
         "slice": {"k": box.k, "z_mm": round(float(corners[0][2]), 3)}, "box_xyxy": list(box.box_xyxy),
@@ -240,22 +226,6 @@ def propose(case: str | os.PathLike, mask_id: str, start_ras_mm, end_ras_mm, seg
     record["seconds"] = round(time.perf_counter() - started, 3)
     write_text_atomic(folder / f"{proposal_id}.json", json.dumps(record, indent=2) + "\n")
     return record
-
-
-def _lps_corner_mm(ct: Volume, box: SliceBox) -> list[np.ndarray]:
-    """LPS mm of the box's first and last voxel centres on its slice."""
-    order, flips = lps_axes(ct.direction)
-    corners = []
-    for x, y in ((box.box_xyxy[0], box.box_xyxy[1]), (box.box_xyxy[2], box.box_xyxy[3])):
-        lps = [x, y, box.k]
-        native = [0.0, 0.0, 0.0]
-        for w in range(3):
-            value = lps[w]
-            if w in flips:
-                value = ct.shape[order[w]] - 1 - value
-            native[order[w]] = value
-        corners.append(ct.index_to_world(np.array(native, dtype=float)))
-    return corners
 
 
 def proposal_files(case: Path) -> dict[str, tuple[Path, Path]]:
@@ -311,7 +281,7 @@ def accept(case: str | os.PathLike, proposal_id: str, reviewer: str, *, when: _d
     view = array_to_lps(edited, base.direction)
     view[x0:x1 + 1, y0:y1 + 1, k] = array_to_lps(proposal.array, proposal.direction)[x0:x1 + 1, y0:y1 + 1, k] != 0
     when = when or _dt.datetime.now(_dt.timezone.utc)
-    path = write_nifti(base.with_array(edited.astype(np.uint8)), case / REVIEW_FOLDER / EDITED / f"{record['name']}_edited_{_stamp(when)}.nii.gz")
+    path = write_nifti(base.with_array(edited.astype(np.uint8)), case / REVIEW_FOLDER / EDITED / f"{record['name']}_edited_{stamp(when)}.nii.gz")
     before, after = int(np.count_nonzero(base.array)), int(np.count_nonzero(edited))
     entry = {
         "action": "edit", "tool": "medsam-box", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case),

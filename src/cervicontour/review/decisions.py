@@ -28,6 +28,7 @@ from cervicontour.review.cases import (
     ct_source,
     find_mask,
     mask_files,
+    stamp,
 )
 
 DECISIONS = ("accept", "reject", "needs-edit")
@@ -181,10 +182,10 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
         raise InputError(f"no parts chosen; expected some of {'; '.join(f'{t}: ' + ', '.join(p) for t, p in COMPOUND.items())}")
     require_parts(case.name, plans, available)
     results = []
-    stamp = when.strftime("%Y%m%dT%H%M%S%fZ")
+    written = stamp(when)
     for target, requested in plans.items():
         used, added, hashes, composed = compose_parts(target, requested, available)
-        path = write_nifti(composed, case / REVIEW_FOLDER / "composed" / f"{target}_composed_{stamp}.nii.gz")
+        path = write_nifti(composed, case / REVIEW_FOLDER / "composed" / f"{target}_composed_{written}.nii.gz")
         results.append({
             "target": target, "id": path.relative_to(case).as_posix(), "requested": list(requested), "used": list(used), "added": list(added),
             "volume_cc": round(float(np.count_nonzero(composed.array)) * composed.voxel_volume_cc, 3), "sha256": file_sha256(path),
@@ -253,7 +254,7 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
         chosen[name] = mask_id
     when = when or _now()
     info = read_prediction_json(case)
-    path = case / REVIEW_FOLDER / f"RS_reviewed_{when.strftime('%Y%m%dT%H%M%S%fZ')}.dcm"
+    path = case / REVIEW_FOLDER / f"RS_reviewed_{stamp(when)}.dcm"
     series, _ = case_series(case, source)
     result = write_rtstruct(series, {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
                             generation="SEMIAUTOMATIC", model=field(info, "model"), model_version=field(info, "model version"))
