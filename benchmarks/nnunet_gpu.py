@@ -370,6 +370,15 @@ def score(args) -> None:
     shutil.rmtree(pred, ignore_errors=True)
     for case in tests:
         write_case(pred, references[case].patient_id, None, volumes(final["point"], case))
+    nn = run["nnunet"]
+    (pred / "method.json").write_text(json.dumps({
+        "train_seconds": final["train_wall_s"], "predict_seconds_per_case": round(final["eval_s"] / len(final["cases"]), 2),
+        "notes": (f"nnU-Net v2 {nn['version']}, its default {nn['configuration']} plan (patch {nn['patch_size']}, batch {nn['batch_size']}), "
+                  f"trained {final['train_wall_s']:.0f} s wall ({final['epoch']} epochs x {nn['iterations_per_epoch']} iterations, AMP) "
+                  f"and predicted on a lent {run['device']} (sliding window, no mirroring; predict seconds include nnU-Net's "
+                  "preprocessing there): a GPU's seconds, not this CPU's; curve and changes from nnU-Net's defaults in "
+                  "benchmarks/results/nnunet_gpu_curve.json"),
+    }, indent=1))  # fmt: skip
     evaluation = evaluate_cohort(folders["test"], pred, structures=list(cfg.structures))
     from cervicontour.metrics.summary import summarize
 

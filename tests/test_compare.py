@@ -115,6 +115,24 @@ def test_a_finished_method_is_not_run_again_and_a_changed_one_is_refused(cohorts
         run(cohorts, tmp_path / "out", ["default", "atlas"], {**use, "atlas": cohorts / "exact"})
 
 
+def test_predictions_scored_with_the_seconds_their_run_recorded(cohorts, tmp_path):
+    """`--use NAME=PREDICTIONS` with a method.json (e.g. nnU-Net trained on a lent GPU): its seconds and notes."""
+    import shutil
+
+    from cervicontour.baselines.compare_methods import METHOD_FILE
+
+    gpu = shutil.copytree(cohorts / "exact", tmp_path / "gpu")
+    (gpu / METHOD_FILE).write_text(json.dumps({"train_seconds": 391.7, "predict_seconds_per_case": 0.96, "notes": "on an H200"}))
+    row = run(cohorts, tmp_path / "out", ["nnunet"], {"nnunet": gpu})["methods"]["nnunet"]
+    assert row["train_seconds"] == 391.7 and row["predict_seconds_per_case"] == 0.96
+    assert "on an H200" in row["notes"] and str(gpu) in row["notes"]
+    assert all(v == {"dice": 1.0, "hd95_mm": 0.0, "nsd_2mm": 1.0} for v in row["structures"].values())
+    for bad in ('{"train_seconds": "fast"}', '{"train_s": 1}', "[1, 2]", "not json", '{"train_seconds": true}'):
+        (gpu / METHOD_FILE).write_text(bad)
+        with pytest.raises(InputError, match=METHOD_FILE):
+            run(cohorts, tmp_path / f"out{len(bad)}{bad[:2]}", ["nnunet"], {"nnunet": gpu})
+
+
 def test_bad_requests_say_what_was_expected(cohorts, tmp_path):
     with pytest.raises(InputError, match=r"'nnuet' \(did you mean 'nnunet'\?\)"):
         cmp.parse_methods("default,nnuet")

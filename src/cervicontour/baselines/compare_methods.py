@@ -55,8 +55,39 @@ def run(names: Sequence[str], ctx: Context) -> dict[str, MethodResult | None]:
               "nnunet": _nnunet, "atlas": _atlas, "universeg": _universeg, "totalseg-rule": _rule}[name]  # fmt: skip
     use = ctx.use.get(name)
     if use is not None and is_predictions(use, ctx):
-        return {name: MethodResult(use, None, None, f"scored from the predictions in {use} (--use); training and prediction times not measured here")}
+        return {name: scored_from(use)}
     return {name: runner(ctx)}
+
+
+#: beside a predictions folder given to ``--use``: what the run that made them measured
+METHOD_FILE = "method.json"
+
+
+def scored_from(folder: Path) -> MethodResult:
+    """A predictions folder given to ``--use``; its ``method.json``, when there, gives the seconds
+    the run that made them measured (``train_seconds``, ``predict_seconds_per_case``) and ``notes``
+    (where and how: a GPU's seconds are not this CPU's).
+
+    Raises:
+        InputError: ``method.json`` is not a JSON object of those keys with numbers (or null) for the seconds.
+    """
+    import json
+
+    said = f"scored from the predictions in {folder} (--use)"
+    path = folder / METHOD_FILE
+    if not path.is_file():
+        return MethodResult(folder, None, None, f"{said}; training and prediction times not measured here")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not JSON ({exc}); expected {{\"train_seconds\", \"predict_seconds_per_case\", \"notes\"}}") from None
+    keys = {"train_seconds", "predict_seconds_per_case", "notes"}
+    seconds = [meta.get(k) for k in ("train_seconds", "predict_seconds_per_case")] if isinstance(meta, dict) else []
+    if not isinstance(meta, dict) or set(meta) - keys or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in seconds):
+        raise InputError(f"{path}: expected an object with some of {sorted(keys)} (seconds as numbers or null); got {meta!r:.200}")
+    train_s, predict_s = (None if v is None else float(v) for v in seconds)
+    notes = f"{said}; " + str(meta.get("notes") or "seconds as the run that made them measured them (method.json)")
+    return MethodResult(folder, train_s, predict_s, notes)
 
 
 def is_predictions(folder: Path, ctx: Context) -> bool:
