@@ -149,7 +149,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import train_default_model as recipe
 
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--test", type=Path, default=None, help="synthetic test cohort (default: the recipe's, seed 3003)")

@@ -59,7 +59,7 @@ def evaluate_model(run: Path, test: Path, structures=PRIMARY) -> dict:
     from cervicontour.cohort import load_cohort
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     model = load_model(run)
     per: dict[str, dict[str, list]] = {n: {"dice": [], "hd95_mm": []} for n in structures}

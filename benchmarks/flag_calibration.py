@@ -44,7 +44,8 @@ def measure(cohort: Path, records: Path) -> list[dict]:
     """One record per (patient, structure): score, flag, Dice; cached per patient in ``records``."""
     from cervicontour.cohort import load_cohort
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case, reference_nodal_groups
+    from cervicontour.inference.case import predict_case
+    from cervicontour.inference.targets import reference_nodal_groups
 
     records.mkdir(parents=True, exist_ok=True)
     code = records / "CODE"  # which code predicted the cached records

@@ -41,7 +41,7 @@ def main() -> None:
     from cervicontour.io import read_nifti
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)

@@ -79,13 +79,10 @@ def main() -> None:
 
     from cervicontour.cohort import load_cohort
     from cervicontour.model.data import load_arrays, sample_batch
-    from cervicontour.model.merlin import (
-        MERLIN_SPACING_MM,
-        TOTAL_STRIDE,
-        build_merlin_segmenter,
-        parameter_counts,
-    )
-    from cervicontour.model.train import _loss, validate
+    from cervicontour.model.merlin import MERLIN_SPACING_MM, TOTAL_STRIDE, parameter_counts
+    from cervicontour.model.merlin_weights import build_merlin_segmenter
+    from cervicontour.model.infer import validate
+    from cervicontour.model.losses import _loss
     from cervicontour.model.transfer import init_new_head_rows
     from cervicontour.preprocess import make_plan
 

@@ -39,7 +39,8 @@ def main() -> None:
     from cervicontour.io.atomic import write_text_atomic
     from cervicontour.metrics import evaluate_pair
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case, reference_nodal_groups
+    from cervicontour.inference.case import predict_case
+    from cervicontour.inference.targets import reference_nodal_groups
     from cervicontour.volume import to_lps
 
     parser = argparse.ArgumentParser()

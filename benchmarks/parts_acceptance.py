@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def predict_folder(model, test: Path, out: Path, groups_of) -> dict[str, Path]:
     """Predict every test patient (its CTVn from ``groups_of(case)``), one folder per patient."""
     from cervicontour.cohort import load_cohort
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     out.mkdir(parents=True, exist_ok=True)
     folders = {}
@@ -115,7 +115,7 @@ def score_parts(folders: dict[str, Path], drawn: Path) -> dict:
 def choice_checks(model_dir: Path, test: Path, work: Path) -> dict:
     """--nodal-groups LN_Pelvic,GTVn and --para-aortic on the fitted model, on one patient each."""
     from cervicontour.cohort import load_cohort
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
     from cervicontour.structures import DEFAULT_NODAL_GROUPS
     from cervicontour.validate.notes import para_aortic_included
 
@@ -155,7 +155,7 @@ def review_in_browser(model_dir: Path, test: Path, work: Path, parts: str = "LN_
     (so the page can export an RTSTRUCT), predicted, composed from ``parts`` and exported
     (benchmarks/review_parts_browser.py). Results: benchmarks/results/parts_acceptance_review/."""
     from cervicontour.cohort import load_cohort
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     sys.path.insert(0, str(ROOT / "tests"))
     from dicom_factory import write_ct_series

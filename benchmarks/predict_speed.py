@@ -8,7 +8,7 @@ Each run's stages come from the case's prediction.json; ``process_other_s`` is t
 wall time (interpreter start, imports, reading the rules, hashing, the record).
 
 ``--accuracy N`` also checks what running the CTVp parts network over the CTVp's box only
-(cervicontour.pipeline.parts_region) does to accuracy: N full-size labelled phantom patients (seed 6161, never trained on) predicted
+(cervicontour.inference.case.parts_region) does to accuracy: N full-size labelled phantom patients (seed 6161, never trained on) predicted
 both ways, in process, and scored against their drawn structures and parts.
 
 ``--against REV`` times another commit's ``predict`` in turn with this checkout's (a git worktree
@@ -87,7 +87,8 @@ def run_once(ct: Path, model: str, tta: bool, src: Path | None = None) -> dict:
 def accuracy(patients: int, model: str) -> dict:
     """Dice of every structure and part, the parts network over the CTVp's box ("fast") against
     sliding windows over the whole grid for every network ("windows")."""
-    from cervicontour import pipeline
+    from cervicontour.inference import case as pipeline
+    from cervicontour.inference.cohort import predict
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize
     from cervicontour.synth import synthesize_cohort
 
@@ -104,7 +105,7 @@ def accuracy(patients: int, model: str) -> dict:
         pred = WORK / f"accuracy_pred_{mode}"
         if pred.exists():
             shutil.rmtree(pred)
-        pipeline.predict(cohort, pred, model=model, all_cases=True, nodal_groups="reference")
+        predict(cohort, pred, model=model, all_cases=True, nodal_groups="reference")
         timings[mode] = {p.parent.name: json.loads(p.read_text())["timings_s"]["model"] for p in sorted(pred.glob("*/prediction.json"))}
         result = evaluate_cohort(cohort, pred, parts=True, settings=EvaluationSettings(tolerances_mm=(2.0,)))
         rows = summarize(list(result.rows) + list(result.part_rows), ["dice"])

@@ -31,7 +31,7 @@ def references(ct):
 def score(ct, refs, model, *, tta: bool = False):
     """``(scores, prediction, seconds)``: Bladder and CTVn of ``model`` on the real CT against ``refs``."""
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     t = time.perf_counter()
     result = predict_case(ct, model, tta=tta)

@@ -28,7 +28,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 
 def full_size_output() -> Path:
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
     from cervicontour.synth import synthesize_cohort
 
     out = WORK / "pred"

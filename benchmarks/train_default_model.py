@@ -210,7 +210,7 @@ def select(work: Path, data: Path, phantom: int, runs: list[Path]) -> Path:
     are compared fairly only there (the training-time validation is on the working grid)."""
     from cervicontour.metrics import evaluate_cohort
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     target = cohort(data, "target", phantom)
     val = sorted({pid for r in runs for pid in _val_cases(r)})
@@ -254,7 +254,7 @@ def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default"
     """
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     test = cohort(data, "test", phantom)
     pred = work / ("test_predictions" if card else f"test_predictions_{Path(model).name}")
@@ -290,7 +290,7 @@ def score_test(test: Path, pred: Path, model: str | Path) -> list[dict]:
     """Predict the labelled cohort ``test`` with ``model`` into ``pred`` (CTVn composed per patient from
     the reference's nodal groups) and return the evaluation rows of the five primary structures."""
     from cervicontour.metrics import evaluate_cohort
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     shutil.rmtree(pred, ignore_errors=True)
     predict(test, pred, model=model, all_cases=True, nodal_groups="reference")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def make_predict_output(root: Path) -> Path:
     """``root/pred``: predict output of a 1-patient small phantom cohort (seed 7), with sub-structures."""
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
     from cervicontour.synth import synthesize_cohort
 
     cohort = synthesize_cohort(root / "cohort", patients=1, holdout=0, seed=7, size="small")
@@ -37,7 +37,7 @@ def make_dicom_predict_output(root: Path, model: str | Path = "default") -> tupl
     import numpy as np
 
     from cervicontour.cohort import load_cohort
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
     from cervicontour.synth import synthesize_cohort
     from dicom_factory import write_ct_series
 

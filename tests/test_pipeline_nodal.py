@@ -51,7 +51,7 @@ def _box(i0, i1):
 
 
 def test_default_groups_stop_at_the_common_iliac_nodes():
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     result = predict_case(_image(), _model())
     np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 16))
@@ -62,7 +62,7 @@ def test_default_groups_stop_at_the_common_iliac_nodes():
 
 
 def test_para_aortic_extension_adds_its_group():
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     result = predict_case(_image(), _model(), nodal_groups=["LN_Pelvic", "LN_CommonIliac", "LN_ParaAortic"])
     np.testing.assert_array_equal(result.masks["CTVn"].array, _box(6, 24))
@@ -72,7 +72,7 @@ def test_para_aortic_extension_adds_its_group():
 
 def test_unknown_or_unpredicted_groups_are_refused():
     from cervicontour.errors import InputError
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     with pytest.raises(InputError, match="does not predict the nodal group GTVn"):
         predict_case(_image(), _model(), nodal_groups=["GTVn"])
@@ -98,7 +98,7 @@ def test_reference_groups_follow_each_cases_contours(tmp_path):
     """predict(..., nodal_groups='reference') on a labelled cohort: a patient whose reference has
     LN_ParaAortic gets it in CTVn, one without does not; the choice is recorded."""
     from cervicontour.cohort import write_case
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     image = _image()
     ref = image.with_array(_box(6, 12))
@@ -132,7 +132,7 @@ def test_the_parts_union_is_the_composed_target(refined):
     """`cervicontour compose` re-makes CTVn from the part masks: their union must be the CTVn that
     predict wrote, also where a refiner grew CTVn beyond every part's 0.5 level."""
     from cervicontour.model.refine import Refiner
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     model = _model()
     if refined:
@@ -156,7 +156,7 @@ def _predict_logged(tmp_path, out, **options):
     from unittest import mock
 
     from cervicontour.io import write_nifti
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     ct = tmp_path / "P1.nii.gz"
     if not ct.exists():
@@ -234,7 +234,7 @@ def test_a_model_that_predicts_ctvn_itself_still_drafts_the_para_aortic_group_ab
     is made of by default (every voxel to one of them, their union the CTVn); the para-aortic group
     is the per-patient extension, drafted on its own threshold above it, not cut to nothing."""
     from cervicontour.model.bundle import Model
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     class WithCTVn(torch.nn.Module):  # CTVn on the pelvic and common iliac bands; the groups as BandNet
         def forward(self, x):

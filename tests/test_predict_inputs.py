@@ -15,7 +15,8 @@ pytest.importorskip("torch")
 def test_nifti_input_ras_gives_masks_on_its_exact_grid(tiny_cohort, tiny_run, tmp_path):
     from cervicontour.cohort import load_cohort
     from cervicontour.io import read_nifti
-    from cervicontour.pipeline import image_sha256, predict
+    from cervicontour.inference.cohort import predict
+    from cervicontour.volume import image_sha256
 
     case = load_cohort(tiny_cohort)["SYN004"]  # stored RAS
     image = case.load_image()
@@ -45,7 +46,7 @@ def test_dicom_series_folder_input(tiny_cohort, tiny_run, tmp_path):
 
     from cervicontour.cohort import load_cohort
     from cervicontour.io import read_nifti, read_volume
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     hu = load_cohort(tiny_cohort)["SYN001"].load_image().array
     series = tmp_path / "CT_series"
@@ -57,7 +58,7 @@ def test_dicom_series_folder_input(tiny_cohort, tiny_run, tmp_path):
 
 
 def test_cohort_input_predicts_the_holdout_patients_unless_asked_for_all(tiny_cohort, tiny_run, tmp_path):
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     written = predict(tiny_cohort, tmp_path / "holdout", model=tiny_run)
     assert [p.parent.name for p in written] == ["SYN005"]
@@ -67,7 +68,7 @@ def test_cohort_input_predicts_the_holdout_patients_unless_asked_for_all(tiny_co
 
 def test_unusable_inputs_say_what_was_expected(tmp_path, tiny_run, tiny_cohort):
     from cervicontour.errors import InputError
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     with pytest.raises(InputError, match="no such"):
         predict(tmp_path / "missing.nii.gz", tmp_path / "o", model=tiny_run)
@@ -90,7 +91,7 @@ def test_case_names_from_the_file_the_series_or_the_option(tiny_cohort, tmp_path
     from dicom_factory import write_ct_series
 
     from cervicontour.errors import InputError
-    from cervicontour.pipeline import find_inputs
+    from cervicontour.inference.cohort import find_inputs
 
     def names(path, **kw):
         return [c.patient_id for c in find_inputs(path, **kw)]

@@ -48,7 +48,7 @@ def nodal_model(cohorts, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predicted(cohorts, nodal_model, tmp_path_factory) -> Path:
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
 
     out = tmp_path_factory.mktemp("pred") / "out"
     predict(cohorts[1], out, model=nodal_model, all_cases=True, nodal_groups=["LN_Pelvic", "LN_CommonIliac"], who="dr.five")
@@ -114,7 +114,7 @@ def test_a_chosen_set_of_groups_replaces_the_ctvn_of_a_model_that_predicts_it_it
     its head bias is -20: nothing drafted); a choice composes CTVn from the chosen groups (the
     LN_CommonIliac head lifted: drafted), replacing its own."""
     from cervicontour.model import load_model, save_model, train
-    from cervicontour.pipeline import predict
+    from cervicontour.inference.cohort import predict
     from cervicontour.structures import NODAL_OUTPUTS
 
     structures = (*NODAL_OUTPUTS, "CTVn")

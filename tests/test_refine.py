@@ -159,7 +159,7 @@ def test_train_refiner_needs_one_budget():
 def test_model_file_carries_the_refiner(tiny_run, tiny_cohort, tmp_path):
     from cervicontour.cohort import load_cohort
     from cervicontour.model import load_model, save_model
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
 
     from model_helpers import lift_head
 
@@ -196,7 +196,7 @@ def test_a_model_file_without_a_run_gets_a_seeded_split(tiny_run, tiny_cohort, t
     most a fifth (here 4 // 5 = 0) go to validation."""
     from cervicontour.cohort import load_cohort
     from cervicontour.model import load_model
-    from cervicontour.pipeline import train_refiner_run
+    from cervicontour.training.refiner_cases import train_refiner_run
     from model_helpers import lift_head
 
     stage1 = lift_head(tiny_run, "CTVn", tmp_path / "stage1.pt")

@@ -21,7 +21,7 @@ from model_helpers import TINY, tiny_cohort  # noqa: F401 (fixture)
 torch = pytest.importorskip("torch")
 
 from cervicontour.errors import InputError  # noqa: E402
-from cervicontour.model import merlin  # noqa: E402
+from cervicontour.model import merlin, merlin_weights  # noqa: E402
 from cervicontour.preprocess import Normalization  # noqa: E402
 
 #: 2 frozen-encoder steps at the encoder's smallest patch, on a coarse grid (the tiny cohort is ~6.6 mm).
@@ -105,7 +105,7 @@ def test_load_model_rebuilds_it_without_the_weights_package(merlin_run, monkeypa
     assert not any(t.is_meta for t in network.state_dict().values())
     assert weights_sha256(network) == merlin_run.weights_sha256  # = the in-memory network at the end of training
     # the same outputs as a segmenter built the other way: package weights + the run's decoder
-    other, _ = merlin.build_merlin_segmenter(len(model.structures), normalization=model.plan.normalization, weights="astra")
+    other, _ = merlin_weights.build_merlin_segmenter(len(model.structures), normalization=model.plan.normalization, weights="astra")
     state = _stored(merlin_run.run_dir / "model.pt")
     other.decoder.load_state_dict({k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")})
     other.eval()

@@ -100,11 +100,11 @@ def predict_with_model(model_spec, ctx: Context, pred: Path, ids: Sequence[str] 
     """Our model on the test cases, each CTVn composed from the nodal groups its note records.
 
     Returns ``(wall seconds per case, process CPU seconds per case, model)``: the time of
-    :func:`~cervicontour.pipeline.predict_case` (rules enforced; the model loaded once, before).
+    :func:`~cervicontour.inference.case.predict_case` (rules enforced; the model loaded once, before).
     """
     from cervicontour.cohort import write_case
     from cervicontour.model import load_model
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
     from cervicontour.structures import COMPOUND
     from cervicontour.validate.notes import nodal_groups_for
 

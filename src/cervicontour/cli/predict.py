@@ -29,7 +29,7 @@ def demo(
 
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize, write_csv
     from cervicontour.metrics.summary import SUMMARY_COLUMNS
-    from cervicontour.pipeline import predict as run_predict
+    from cervicontour.inference.cohort import predict as run_predict
     from cervicontour.progress import progress
     from cervicontour.report.metrics_report import write_metrics_report
 
@@ -94,7 +94,7 @@ def predict(
 
     from rich.console import Console
 
-    from cervicontour.pipeline import find_inputs, predict as run_predict
+    from cervicontour.inference.cohort import find_inputs, predict as run_predict
     from cervicontour.progress import progress
 
     from cervicontour.structures import DEFAULT_NODAL_GROUPS

@@ -97,7 +97,7 @@ def refine(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a second stage that refines one structure near the CT's own resolution (nnU-Net's cascade idea)."""
-    from cervicontour.pipeline import train_refiner_run
+    from cervicontour.training.refiner_cases import train_refiner_run
     from cervicontour.progress import progress
     from cervicontour.structures import canonical_name
 

@@ -21,7 +21,7 @@ PREDICTION_FILE = "prediction.json"
 PREDICTION_SCHEMA = "cervicontour-prediction/1"
 
 #: Display label → keys the engine may use for it (first present wins; dots walk into objects).
-#: The engine (``cervicontour.pipeline.predict``) writes the dotted ones.
+#: The engine (``cervicontour.inference.cohort.predict``) writes the dotted ones.
 KNOWN_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("model.name", "model_name", "model"),
     "model version": ("model.version", "model_version", "version"),

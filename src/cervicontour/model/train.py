@@ -122,6 +122,7 @@ def train(
 
     from cervicontour.model import transfer
     from cervicontour.model.data import load_arrays, split_cases
+    from cervicontour.model.infer import validate
     from cervicontour.model.network import (
         build_network,
         is_merlin,
@@ -373,34 +374,3 @@ def _save_checkpoint(run_dir: Path, network, optimizer, scaler, step: int, secon
     payload = {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seconds": seconds}
     with atomic_path(run_dir / "checkpoint_last.pt") as tmp:
         torch.save(payload, tmp)
-
-
-def validate(network, val_data, plan: Plan, *, device: str, pad_value: float) -> dict:
-    """Dice and HD95 per structure on validation cases (working grid), via :mod:`cervicontour.metrics`.
-
-    Returns:
-        ``{"dice": {name: mean}, "hd95_mm": {name: mean of finite}, "mean_dice": float}``;
-        a structure absent from both reference and prediction is left out of its mean.
-    """
-    from cervicontour.metrics import evaluate_pair
-    from cervicontour.model.infer import predict_probabilities
-    from cervicontour.volume import Volume
-
-    scores: dict[str, list] = {n: [] for n in plan.structures}
-    hd95: dict[str, list] = {n: [] for n in plan.structures}
-    for item in val_data:
-        probs = predict_probabilities(network, item.image, plan.patch_size, pad_value=pad_value, device=device)
-        for c, name in enumerate(plan.structures):
-            if not item.known[c]:
-                continue  # not contoured for this patient: nothing to score against
-            ref = item.mask(c)
-            pred = (probs[c] >= 0.5).astype(np.uint8)
-            if not ref.any() and not pred.any():
-                continue
-            row = evaluate_pair(Volume(ref, plan.spacing_mm), Volume(pred, plan.spacing_mm), tolerances_mm=(max(plan.spacing_mm),))
-            scores[name].append(row["dice"])
-            hd95[name].append(row["hd95_mm"])
-    dice = {n: float(np.nanmean(v)) if v else float("nan") for n, v in scores.items()}
-    hd = {n: float(np.mean([x for x in v if np.isfinite(x)])) if any(np.isfinite(v)) else float("nan") for n, v in hd95.items()}
-    finite = [v for v in dice.values() if np.isfinite(v)]
-    return {"dice": dice, "hd95_mm": hd, "mean_dice": float(np.mean(finite)) if finite else float("nan")}

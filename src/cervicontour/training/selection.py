@@ -25,7 +25,7 @@ def score_model(model, cases, structures: Sequence[str], *, device: str = "cpu",
         both the reference and the prediction of a patient is left out of its mean.
     """
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.pipeline import predict_case
+    from cervicontour.inference.case import predict_case
     from cervicontour.validate.notes import nodal_groups_for
 
     per_case: dict[str, dict] = {}

@@ -99,7 +99,7 @@ def source_probabilities(model, image, *, floor: float = 0.01) -> dict[str, np.n
 
     A source with a fallback (the shipped default: its nodal groups come from its previous network)
     gives the channels of its ``fallback_structures`` from that fallback, as ``predict`` does."""
-    from cervicontour.pipeline import working_probabilities
+    from cervicontour.inference.case import working_probabilities
     from cervicontour.preprocess import prepare_image
 
     prepared = prepare_image(image, model.plan)
