@@ -8,7 +8,7 @@
    reference, as ``predict --nodal-groups reference``) and records, per structure, the pipeline's
    uncertainty score and the Dice against the phantom's reference (cached per patient under
    ``--work``: a rerun resumes).
-2. ``calibrate``: per structure, the threshold :func:`cervicontour.postprocess.flags.choose_threshold`
+2. ``calibrate``: per structure, the threshold :func:`cervicontour.contours.flags.choose_threshold`
    picks, its flag rate and its recall on the worst-Dice decile, in-sample and leave-one-patient-out
    (the threshold chosen on the other patients, applied to the one left out), and the old single
    threshold's rate and recall for comparison.
@@ -105,7 +105,7 @@ def _model_name() -> str:
 def _old_flag(row: dict) -> bool:
     """The flag as the pipeline raised it before calibration: nothing predicted, uncertainty above
     0.25, or the rules removed more than 10 %."""
-    from cervicontour.postprocess.flags import RULE_CHANGE_FLAG
+    from cervicontour.contours.flags import RULE_CHANGE_FLAG
 
     before, voxels = row["voxels_before_rules"], row["predicted_voxels"]
     removed = before and (before - voxels) / before > RULE_CHANGE_FLAG
@@ -113,7 +113,7 @@ def _old_flag(row: dict) -> bool:
 
 
 def _flag(row: dict, thresholds: dict[str, float], unreliable: dict[str, str]) -> bool:
-    from cervicontour.postprocess.flags import review_reasons
+    from cervicontour.contours.flags import review_reasons
 
     score = row["uncertainty"] if _eligible(row) else None
     return bool(review_reasons(row["structure"], score, row["predicted_voxels"], row["voxels_before_rules"],
@@ -147,7 +147,7 @@ def _eligible(row: dict) -> bool:
 
 
 def _threshold(rows: list[dict], rate: float) -> float | None:
-    from cervicontour.postprocess.flags import choose_threshold
+    from cervicontour.contours.flags import choose_threshold
 
     scores = [r["uncertainty"] for r in rows if _eligible(r)]
     return choose_threshold(scores, rate=rate) if scores else None
@@ -172,7 +172,7 @@ def _spearman(x, y) -> float | None:
 
 def calibrate(rows: list[dict], *, rate: float, model: str) -> dict:
     """Thresholds and what they flag, per structure and overall (in-sample and leave-one-patient-out)."""
-    from cervicontour.postprocess.flags import worst_decile
+    from cervicontour.contours.flags import worst_decile
 
     scored = {s: [r for r in rows if r["structure"] == s and r["dice"] is not None] for s in STRUCTURES}
     unreliable = {s: why for s, rs in scored.items() if rs and (why := _unreliable(rs, model))}
@@ -220,7 +220,7 @@ def calibrate(rows: list[dict], *, rate: float, model: str) -> dict:
         "what": "'review closely' flags: per-structure uncertainty thresholds chosen on held-out phantom cases",
         "score": "uncertainty: mean binary entropy (bits) of the working-grid probabilities above 0.05 (pipeline record)",
         "rule": (f"per structure, the threshold that flags at most {rate:.0%} of its cases for uncertainty "
-                 "(cervicontour.postprocess.flags.choose_threshold); plus, unchanged, 'nothing predicted' (never for an "
+                 "(cervicontour.contours.flags.choose_threshold); plus, unchanged, 'nothing predicted' (never for an "
                  "optional structure: GTVp, GTVn) and 'rules removed > 10 %'"),
         "worst_decile": "per structure, the ceil(n/10) lowest-Dice cases plus ties (flags.worst_decile)",
         "dice_conventions": "optional structure absent and predicted empty = 1, absent and predicted = 0; LN_ParaAortic scored on patients whose reference includes it",
@@ -270,7 +270,7 @@ def plot(rows: list[dict], result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cervicontour.postprocess.flags import worst_decile
+    from cervicontour.contours.flags import worst_decile
 
     fig, axes = plt.subplots(3, 3, figsize=(13, 11))
     for ax, name in zip(axes.ravel(), STRUCTURES):

@@ -351,7 +351,7 @@ def _parts_line(meta: dict, record: dict) -> str:
             f"{parts.get('train_patch_size')}). That fine-tune lost Dice on the five structures (test cohort, "
             f"`benchmarks/results/candidate_finetune_parts_eval.json`), so the five structures, the nodal groups and the CTVn "
             f"refiner stay {parts['init']}'s network, unchanged (`model.pt` holds both; `predict` runs both). `predict` splits "
-            f"the predicted CTVp among its parts (`cervicontour.postprocess.parts`: every part inside it, their union it). "
+            f"the predicted CTVp among its parts (`cervicontour.contours.parts`: every part inside it, their union it). "
             f"Test Dice of the parts: {dice or 'not scored'}.\n")
 
 

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("structure_set",),
     ("io",),
     ("cohort",),
-    ("rules", "synth", "preprocess", "postprocess", "metrics"),
+    ("rules", "synth", "preprocess", "contours", "metrics"),
     ("validate",),
     ("models", "model"),
     ("export",),

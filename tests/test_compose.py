@@ -11,7 +11,7 @@ import pytest
 
 from cervicontour.errors import InputError
 from cervicontour.io import read_nifti, write_nifti
-from cervicontour.postprocess.compose import compose_case, parse_parts, read_log, union
+from cervicontour.contours.compose import compose_case, parse_parts, read_log, union
 from cervicontour.structures import UnknownStructureError
 from cervicontour.volume import Volume
 

@@ -355,7 +355,7 @@ def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_pr
     one puts LN_Pelvic on the 200 HU block and LN_CommonIliac on the 400 HU one, the fallback the
     other way round; a part the fallback does not carry (Cervix) stays the main network's."""
     from cervicontour.model.bundle import Model
-    from cervicontour.postprocess.parts import partition_compound
+    from cervicontour.contours.parts import partition_compound
     from cervicontour.preprocess import Normalization, Plan
     from cervicontour.training.targets import source_probabilities
     from cervicontour.volume import Volume

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cervicontour.postprocess import flags
-from cervicontour.postprocess.flags import (
+from cervicontour.contours import flags
+from cervicontour.contours.flags import (
     UNCERTAINTY_FLAG,
     choose_threshold,
     review_reasons,

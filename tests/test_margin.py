@@ -10,8 +10,8 @@ from scipy.spatial import cKDTree
 
 from cervicontour.errors import InputError
 from cervicontour.io import read_nifti, write_nifti
-from cervicontour.postprocess.compose import read_log
-from cervicontour.postprocess.margin import clipped_at_edge, expand, margin_case, overlap_table, parse_margin
+from cervicontour.contours.compose import read_log
+from cervicontour.contours.margin import clipped_at_edge, expand, margin_case, overlap_table, parse_margin
 from cervicontour.volume import Volume
 
 # Array axis 0 runs superior, axis 1 to the patient's right, axis 2 anterior: nothing is LPS.

@@ -197,7 +197,7 @@ def test_the_default_choice_is_logged_too_and_says_what_the_model_does_not_predi
 
 def test_predict_again_replaces_its_own_log_but_never_a_clinicians(tmp_path):
     from cervicontour.errors import InputError
-    from cervicontour.postprocess.compose import compose_case
+    from cervicontour.contours.compose import compose_case
 
     out = tmp_path / "out"
     _predict_logged(tmp_path, out, nodal_groups=["LN_Pelvic"], who="a")

@@ -81,7 +81,7 @@ def test_predict_on_a_five_label_cohort_logs_the_choice_and_ctvn_is_the_union(co
 
 def test_compose_refuses_the_parts_this_model_does_not_predict(predicted, tmp_path):
     from cervicontour.errors import InputError
-    from cervicontour.postprocess.compose import compose_case, read_log
+    from cervicontour.contours.compose import compose_case, read_log
 
     case = Path(shutil.copytree(next(p for p in sorted(predicted.iterdir()) if p.is_dir()), tmp_path / "case"))
     with pytest.raises(InputError, match="CTVp part Cervix not in this case .*it has no CTVp parts at all"):

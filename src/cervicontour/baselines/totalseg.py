@@ -10,7 +10,7 @@ From the labels:
 * **Bladder** = ``urinary_bladder`` as predicted (zero-shot, no post-processing).
 * **CTVn** (Taylor et al. 2005, IJROBP 63:1604): the iliac arteries and veins (+ aorta and IVC up
   to the superior border of a chosen vertebra when ``para_aortic``) expanded by 7 mm with the
-  exact world-mm margin of :func:`cervicontour.postprocess.margin.expand`, plus the presacral
+  exact world-mm margin of :func:`cervicontour.contours.margin.expand`, plus the presacral
   strip, minus bone (hips, sacrum, vertebrae, femora) and muscle (iliopsoas, glutei,
   autochthon); with ``para_aortic`` everything above that vertebra's superior border is cut
   off; the vessels themselves are always inside.
@@ -187,7 +187,7 @@ def guideline_ctvn(
         >>> result = guideline_ctvn(labels_from_multilabel("seg.nii.gz", ct))   # doctest: +SKIP
         >>> result.report["volumes_cc"]["CTVn"]                            # doctest: +SKIP
     """
-    from cervicontour.postprocess.margin import clipped_at_edge, expand
+    from cervicontour.contours.margin import clipped_at_edge, expand
 
     ref, m = labels.reference, labels.masks
     level = para_aortic_top.upper().removeprefix("VERTEBRAE_")

@@ -108,7 +108,7 @@ def predict(
             _fail("--para-aortic and --nodal-groups reference contradict each other: the reference decides")
         groups = "reference"
     elif nodal_groups is not None or para_aortic:
-        # parsed, canonicalised and de-duplicated by postprocess.compose.parse_parts in the pipeline
+        # parsed, canonicalised and de-duplicated by contours.compose.parse_parts in inference
         groups = [*(nodal_groups.split(",") if nodal_groups else DEFAULT_NODAL_GROUPS), *(["LN_ParaAortic"] if para_aortic else [])]
     with progress() as show:
         written = _guard(

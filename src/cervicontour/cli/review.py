@@ -25,7 +25,7 @@ def compose(
     A chosen part the case has no mask of is an error (exit 2, nothing written); an empty one
     (no node) is a valid choice.
     """
-    from cervicontour.postprocess.compose import compose_case
+    from cervicontour.contours.compose import compose_case
 
     choices = {k: v for k, v in (("CTVn", ctvn), ("CTVp", ctvp)) if v}
     if not choices:
@@ -48,7 +48,7 @@ def margin(
     from rich.console import Console
     from rich.table import Table
 
-    from cervicontour.postprocess.margin import margin_case
+    from cervicontour.contours.margin import margin_case
     from cervicontour.progress import working
 
     names = [s.strip() for s in subtract.split(",") if s.strip()] if subtract else []

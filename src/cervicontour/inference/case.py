@@ -26,7 +26,7 @@ from cervicontour.volume import Volume
 #: Sliding-window overlap at inference (training validation uses 0.5): 0.3 needs ~40 % fewer windows
 #: on a full-size CT, for the 15 s predict budget on this CPU.
 PREDICT_OVERLAP = 0.3
-# "Review closely" flags (per-structure calibrated thresholds): cervicontour.postprocess.flags
+# "Review closely" flags (per-structure calibrated thresholds): cervicontour.contours.flags
 
 
 @dataclass
@@ -100,7 +100,7 @@ def predict_case(
         values[names.index(refiner.structure)] = refine(refiner, ct_box, coarse, plan.normalization, device=device, mirror_axes=(0,) if tta else ())
         clock.lap("refine")
     probabilities = {name: box_grid.with_array(values[c]) for c, name in enumerate(names)}
-    # 4. postprocess: the clinicians' rules, with every change reported (on the composed targets;
+    # 4. the clinicians' rules, with every change reported (on the composed targets;
     #    the parts follow their target below)
     partitions = parts_partition(names, composed)
     parts = (set(COMPOUND["CTVn"]) & set(names) if composed else set()) | {p for ps in partitions.values() for p in ps}
@@ -109,7 +109,7 @@ def predict_case(
     clock.lap("rules")
     # 5. assemble full-grid masks and the per-structure record; each compound is split into its
     #    parts by the rule fit's targets use (every part inside it, their union it)
-    from cervicontour.postprocess.parts import partition_compound
+    from cervicontour.contours.parts import partition_compound
 
     split = {}
     if enforced is not None:
@@ -311,8 +311,8 @@ def _box_volume(image: Volume, box: tuple[slice, ...]) -> Volume:
 
 def _structure_record(p: np.ndarray, voxels: int, voxels_before_rules: int, voxel_cc: float, *, name: str | None = None) -> dict:
     """Volume, uncertainty (mean binary entropy, bits, of the working-grid voxels with p > 0.05) and
-    the "review closely" flag against ``name``'s calibrated threshold: :mod:`cervicontour.postprocess.flags`."""
-    from cervicontour.postprocess.flags import structure_record
+    the "review closely" flag against ``name``'s calibrated threshold: :mod:`cervicontour.contours.flags`."""
+    from cervicontour.contours.flags import structure_record
 
     return structure_record(p, voxels, voxels_before_rules, voxel_cc, name=name)
 

@@ -97,7 +97,7 @@ def predict(
     clinicians' per-patient choice of nodal fields). The parts each composed target was made of
     are a choice, logged like ``compose``'s in the case's ``compose_log.jsonl`` (action
     ``"predict"``: ``who``, when, the parts asked for and used, the SHA-256 of every part mask and
-    of the composed mask as written; :func:`cervicontour.postprocess.compose.log_predicted_choice`).
+    of the composed mask as written; :func:`cervicontour.contours.compose.log_predicted_choice`).
 
     Every image passes the input gate (:func:`cervicontour.io.gate.require_ct`) first; ``force``
     lets its plausibility checks pass (they become out-of-scope reasons in the record), and
@@ -170,7 +170,7 @@ def predict(
             }
             write_json(folder / "prediction.json", record)
             if result.composed:  # the choice of parts, logged as `compose` logs a clinician's
-                from cervicontour.postprocess.compose import log_predicted_choice
+                from cervicontour.contours.compose import log_predicted_choice
                 from cervicontour.structures import DEFAULT_NODAL_GROUPS
 
                 chosen_by = "reference" if nodal_groups == "reference" else "default" if groups is None else "option"
@@ -189,7 +189,7 @@ def _check_replaceable(out: Path, cases: Sequence[InputCase]) -> None:
     """Refuse, before any work, an ``out`` whose case folders hold the input or files predict did
     not write (a clinician's review log, composed masks): replacing them would lose them. A
     ``compose_log.jsonl`` holding only predict's own records is predict's."""
-    from cervicontour.postprocess.compose import LOG_FILE, only_predict_records
+    from cervicontour.contours.compose import LOG_FILE, only_predict_records
 
     for case in cases:
         folder = out / case.patient_id

@@ -17,7 +17,7 @@ def parts_partition(names: Sequence[str], composed: Mapping[str, Sequence[str]])
     with Cervix, GTVp, Uterus, Vagina; a CTVn with the groups it is made of by default,
     :data:`~cervicontour.structures.DEFAULT_NODAL_GROUPS`: the para-aortic group is the per-patient
     extension, drafted on its own as beside a CTVn composed without it). The split
-    (:func:`cervicontour.postprocess.parts.partition_compound`) puts every part inside the
+    (:func:`cervicontour.contours.parts.partition_compound`) puts every part inside the
     compound and makes their union the compound.
 
     Example:
@@ -47,7 +47,7 @@ def compose_targets(structures: tuple[str, ...], working: np.ndarray, nodal_grou
     the groups but not CTVn itself (max of probabilities = union of the thresholded masks). A model
     that predicts CTVn itself and the groups keeps its own CTVn unless groups are chosen; a choice
     replaces it by the union of the chosen groups."""
-    from cervicontour.postprocess.compose import parse_parts
+    from cervicontour.contours.compose import parse_parts
     from cervicontour.structures import DEFAULT_NODAL_GROUPS, GROSS_DISEASE
 
     predicted = [n for n in structures if n in COMPOUND["CTVn"]]

@@ -75,7 +75,7 @@ class VolumeRow:
 
 
 def _case_masks(case_dir: Path) -> dict[str, Path]:
-    from cervicontour.postprocess.compose import case_structure_paths
+    from cervicontour.contours.compose import case_structure_paths
 
     return {n: p for n, p in case_structure_paths(case_dir).items()
             if n in PRIMARY or STRUCTURES[n].role is Role.SUB_TARGET}
@@ -140,7 +140,7 @@ def write_case_report(
         PosixPath('pred/p01/report/index.html')
     """
     from cervicontour.io import read_nifti, read_volume
-    from cervicontour.postprocess.compose import read_log
+    from cervicontour.contours.compose import read_log
     from cervicontour.report.preview import render_overlay
     from cervicontour.rules import check, default_rules, sort_findings
     from cervicontour.validate.robust import robust_z

@@ -148,7 +148,7 @@ def record_decisions(case: str | os.PathLike, reviewer: str, decisions: Mapping[
 def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequence[str]], *, when: _dt.datetime | None = None) -> list[dict]:
     """Compose CTVn / CTVp from the chosen parts into new files and log it.
 
-    Uses the compose logic of :mod:`cervicontour.postprocess.compose` (part names, union, the GTV
+    Uses the compose logic of :mod:`cervicontour.contours.compose` (part names, union, the GTV
     always included) but writes ``review/composed/<Target>_composed_<stamp>.nii.gz``: the model's
     draft is kept as it is.
 
@@ -158,11 +158,11 @@ def compose(case: str | os.PathLike, reviewer: str, choices: Mapping[str, Sequen
 
     Raises:
         InputError: blank reviewer, a bad part name, a chosen part the case has no mask of
-            (:func:`~cervicontour.postprocess.compose.require_parts`), or a ``review.json`` that
+            (:func:`~cervicontour.contours.compose.require_parts`), or a ``review.json`` that
             cannot take the entry (nothing is written then).
     """
     from cervicontour.io import write_nifti
-    from cervicontour.postprocess.compose import (
+    from cervicontour.contours.compose import (
         case_structure_paths,
         compose_parts,
         parse_parts,

@@ -1,6 +1,6 @@
 """The clinicians' structure rules: data (TOML), one engine for labels and predictions.
 
-A low module: ``validate`` applies the rules to labels, ``postprocess``/inference enforces them on
+A low module: ``validate`` applies the rules to labels, inference enforces them on
 predictions; neither owns them.
 
 Example:

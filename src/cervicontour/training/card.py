@@ -65,7 +65,7 @@ def _parts_method(targets: dict) -> str:
         return "none: this model predicts no CTV parts, so the clinician's choice of parts cannot be offered."
     named = "; ".join(f"{c}: {', '.join(ps)}" for c, ps in learned.items() if ps)
     return (f"{named}. The cohort labels the compound only; each patient's compound mask was split among its parts by "
-            "the init model's part probabilities (`cervicontour.postprocess.parts.partition_compound`: the anatomical parts "
+            "the init model's part probabilities (`cervicontour.contours.parts.partition_compound`: the anatomical parts "
             "tile the compound by their most probable part, gross disease lies on them where its probability reaches 0.5), "
             "and those splits trained the part channels beside the compound. `predict` splits each predicted compound by "
             "the same rule: every part lies inside its compound and their union is the compound, voxel for voxel "

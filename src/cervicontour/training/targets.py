@@ -9,7 +9,7 @@ channel, where its training target comes from:
 * ``label``: the cohort has this structure: its own mask.
 * ``parts``: a part of a compound the cohort has (a nodal group of the CTVn; Cervix, GTVp, Uterus,
   Vagina of the CTVp): the cohort's compound mask *partitioned* among the parts by the source's
-  own part probabilities (:func:`cervicontour.postprocess.parts.partition_compound`, the rule
+  own part probabilities (:func:`cervicontour.contours.parts.partition_compound`, the rule
   ``predict`` splits a predicted compound by). The parts' union is exactly the clinicians'
   compound, so the fitted model learns the hospital's CTVn and CTVp while keeping the split the
   clinician chooses from. A compound the source also predicts itself (the CTVp) trains on the
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.io.atomic import staged_folder
-from cervicontour.postprocess.parts import partition_compound
+from cervicontour.contours.parts import partition_compound
 from cervicontour.structures import COMPOUND, GROSS_DISEASE
 from cervicontour.validate.notes import nodal_groups_for, para_aortic_included
 

@@ -209,7 +209,7 @@ def margin_case(
         InputError: missing structures, a bad target name, or see :func:`expand`.
     """
     from cervicontour.io import read_nifti, write_nifti
-    from cervicontour.postprocess.compose import LOG_FILE, case_structure_paths
+    from cervicontour.contours.compose import LOG_FILE, case_structure_paths
 
     case_dir = Path(case_dir)
     margin = parse_margin(margin_mm)
