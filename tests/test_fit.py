@@ -308,18 +308,27 @@ def test_train_on_five_labels_keeps_the_shared_head_rows_and_refuses_channels_wi
 
 def test_prediction_record_carries_its_schema_and_a_foreign_one_is_refused(fitted, five_label_cohort, tmp_path):
     from cervicontour.errors import InputError
-    from cervicontour.export.provenance import PREDICTION_SCHEMA, read_prediction_json
+    from cervicontour.export.provenance import PREDICTION_SCHEMA, read_prediction_record
     from cervicontour.inference.cohort import predict
+    from cervicontour.io import read_volume
+    from cervicontour.volume import image_sha256
 
     [path] = predict(five_label_cohort / "SYN002" / "image.nii.gz", tmp_path / "p", model=fitted.model_dir)
-    assert read_prediction_json(path.parent)["schema"] == PREDICTION_SCHEMA == "cervicontour-prediction/1"
     data = json.loads(path.read_text())
+    record = read_prediction_record(path.parent)
+    assert data["schema"] == record.schema == PREDICTION_SCHEMA == "cervicontour-prediction/1"
+    assert record.to_dict() == data  # the typed record is the file, field for field
+    image = read_volume(five_label_cohort / "SYN002" / "image.nii.gz")
+    assert record.input.sha256 == image_sha256(image) and record.input.shape == image.shape  # an independent read of the input
+    assert record.patient_id == "SYN002" and record.model.path == str(fitted.model_dir / "model.pt")
     del data["schema"]  # a record written before the schema field: still read
     path.write_text(json.dumps(data))
-    assert read_prediction_json(path.parent) == data
-    path.write_text(json.dumps({**data, "schema": "cervicontour-prediction/2"}))
-    with pytest.raises(InputError, match="schema"):
-        read_prediction_json(path.parent)
+    assert read_prediction_record(path.parent).to_dict() == {**data, "schema": PREDICTION_SCHEMA}
+    for foreign in ({**data, "schema": "cervicontour-prediction/2"}, {**data, "surprise": 1}, {**data, "model": {"name": "x", "weights": 1}},
+                    {**data, "input": "ct.nii.gz"}):  # fmt: skip
+        path.write_text(json.dumps(foreign))
+        with pytest.raises(InputError, match="schema|not in a|must be an object"):
+            read_prediction_record(path.parent)
 
 
 def test_a_nodal_choice_a_five_label_model_cannot_honour_is_an_error(five_label_cohort, tmp_path):

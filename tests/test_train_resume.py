@@ -42,6 +42,23 @@ def test_run_directory_holds_config_hash_plan_log_curves_and_model(tiny_cohort, 
     assert result.steps_done == 4 and (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(Exception, match="--resume"):
         train(tiny_cohort, run, config)
+    # run.json is a typed record: the file read back field for field, a legacy one (no schema) too,
+    # a foreign one refused
+    from cervicontour.errors import InputError
+    from cervicontour.model.run_files import RUN_SCHEMA, read_run_record
+
+    record = read_run_record(run)
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (NaN Dice compares as text)
+    assert info["schema"] == record.schema == RUN_SCHEMA and same(record.to_dict(), info)
+    patients = {p.parent.name for p in Path(tiny_cohort).glob("*/image.nii.gz")}
+    assert record.steps_done == 4 and not set(record.train_cases) & set(record.val_cases) and {*record.train_cases, *record.val_cases} <= patients
+    legacy = {k: v for k, v in info.items() if k != "schema"}
+    (run / "run.json").write_text(json.dumps(legacy))
+    assert same(read_run_record(run).to_dict(), info)
+    for foreign in ({**info, "schema": "cervicontour-run/2"}, {**info, "surprise": 1}, {k: v for k, v in info.items() if k != "config"}):
+        (run / "run.json").write_text(json.dumps(foreign))
+        with pytest.raises(InputError, match="schema|not in a|not a run record"):
+            read_run_record(run)
 
 
 def test_sigkill_then_resume_ends_with_identical_weights(tiny_cohort, tmp_path):

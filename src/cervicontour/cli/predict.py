@@ -90,11 +90,12 @@ def predict(
     All or nothing: every case is written to a staging folder and moved into --out at the end; an
     image the input gate refuses (exit 2) leaves --out as it was.
     """
-    import json
 
     from rich.console import Console
 
+    from cervicontour.export.provenance import read_prediction_record
     from cervicontour.inference.cohort import find_inputs, predict as run_predict
+    from cervicontour.report.deliver import deliver_case
     from cervicontour.progress import progress
 
     from cervicontour.structures import DEFAULT_NODAL_GROUPS
@@ -118,21 +119,18 @@ def predict(
         )  # fmt: skip
     console = Console()
     for path in written:
-        record = json.loads(path.read_text())
-        flagged = ", ".join(record["review_closely"]) or "none"
-        console.print(f"{record['patient_id']}: {path.parent} ({record['timings_s']['total_case']:.1f} s, {len(record['rule_changes'])} rule changes, review closely: {flagged})", highlight=False)
-        for reason in record["out_of_scope"]:
+        record = read_prediction_record(path.parent)
+        flagged = ", ".join(record.review_closely) or "none"
+        console.print(f"{record.patient_id}: {path.parent} ({record.timings_s['total_case']:.1f} s, {len(record.rule_changes)} rule changes, review closely: {flagged})", highlight=False)
+        for reason in record.out_of_scope:
             console.print(f"  [bold red]outside what this model was made for:[/] {reason}", highlight=False)
-        source = Path(record["input"]["path"])
-        if rtstruct:
-            from cervicontour.export.ct_series import prediction_rtstruct
-
-            exported, series = _guard(prediction_rtstruct, path.parent)
-            written_series = f"the NIfTI CT written as DICOM in {series.folder}" if series else f"series in {source}"
-            console.print(f"  RTSTRUCT: {exported.path} (AUTOMATIC, references {written_series})", highlight=False)
-        if report:
-            from cervicontour.report.case_report import write_case_report
-
-            cohort = input_path if input_path.is_dir() and not source.samefile(input_path) else None
-            html = _guard(write_case_report, path.parent, cohort=cohort, rules=loaded_rules)
-            console.print(f"  report: {html}", highlight=False)
+        if not (rtstruct or report):
+            continue
+        source = Path(record.input.path)
+        cohort = input_path if input_path.is_dir() and not source.samefile(input_path) else None
+        done = _guard(deliver_case, path.parent, rtstruct=rtstruct, report=report, cohort=cohort, rules=loaded_rules)
+        if done.rtstruct:
+            written_series = f"the NIfTI CT written as DICOM in {done.series_written}" if done.series_written else f"series in {done.series_referenced}"
+            console.print(f"  RTSTRUCT: {done.rtstruct} (AUTOMATIC, references {written_series})", highlight=False)
+        if done.report:
+            console.print(f"  report: {done.report}", highlight=False)

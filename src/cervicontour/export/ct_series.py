@@ -352,13 +352,13 @@ def case_series(case_dir: str | os.PathLike, source: str | os.PathLike | None = 
     Example:
         >>> folder, written = case_series("pred/ct_0042")  # doctest: +SKIP
     """
-    from cervicontour.export.provenance import field, read_prediction_json
+    from cervicontour.export.provenance import read_prediction_record
     from cervicontour.io import read_volume
     from cervicontour.volume import image_sha256
 
     case_dir = Path(case_dir)
-    info = read_prediction_json(case_dir)
-    recorded = Path(field(info, "input")) if field(info, "input") else None
+    info = read_prediction_record(case_dir)
+    recorded = Path(info.input.path) if info is not None and info.input.path else None
     if source is None:
         if recorded is None:
             raise InputError(f"{case_dir}: no prediction.json; expected a `cervicontour predict` output case folder")
@@ -370,9 +370,9 @@ def case_series(case_dir: str | os.PathLike, source: str | os.PathLike | None = 
         raise InputError(f"{source}: the predicted CT is gone; an RTSTRUCT needs it — put it back, or predict again")
     image = read_volume(source)
     sha = image_sha256(image)
-    if recorded is not None and recorded.is_file() and recorded.samefile(source) and sha != field(info, "input hash"):
+    if recorded is not None and recorded.is_file() and recorded.samefile(source) and sha != info.input.sha256:
         raise InputError(f"{source}: differs from the CT that was predicted (its hash changed); predict it again")
-    patient_id = str((info or {}).get("patient_id") or case_dir.name)
+    patient_id = (info.patient_id if info is not None else "") or case_dir.name
     folder = case_dir / CASE_SERIES_FOLDER
     if _series_uid(folder) == _uid(_uid_root(sha, patient_id, patient_id), "series"):
         return folder, None

@@ -347,12 +347,12 @@ def export_case(
     parent) holds the engine's ``prediction.json``, the model name and version are written and the
     generation defaults to ``AUTOMATIC``; otherwise (drawn or imported masks) to ``MANUAL``.
     """
-    from cervicontour.export.provenance import field, read_prediction_json
+    from cervicontour.export.provenance import read_prediction_record
     from cervicontour.io import read_nifti
 
     files = collect_masks(masks_dir)
-    info = read_prediction_json(masks_dir)
+    info = read_prediction_record(masks_dir)
     generation = generation or ("AUTOMATIC" if info is not None else "MANUAL")
     masks = {name: read_nifti(file) for name, file in files.items()}
     return write_rtstruct(series_dir, masks, path, series_uid=series_uid, generation=generation, overwrite=overwrite,
-                          label_names=label_names, model=field(info, "model"), model_version=field(info, "model version"))
+                          label_names=label_names, model=info.model.name if info else "", model_version=info.model.version if info else "")

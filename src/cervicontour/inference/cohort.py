@@ -112,7 +112,7 @@ def predict(
         InputError: an image the gate refuses, an unusable model or input path; nothing is written.
     """
     from cervicontour.cohort import write_case
-    from cervicontour.export.provenance import PREDICTION_SCHEMA
+    from cervicontour.export.provenance import PREDICTION_FILE, InputInfo, ModelInfo, PredictionRecord
     from cervicontour.io.atomic import check_writable, staged_folder
     from cervicontour.io.gate import require_ct
     from cervicontour.model import load_model
@@ -150,25 +150,23 @@ def predict(
                     write_nifti(prob.with_array(percent), folder / "probabilities" / f"{name}.nii.gz")
             timings = {"model_load": round(load_s, 3), "read": round(read_s, 3), **result.timings_s, "write": round(time.perf_counter() - t_write, 3)}
             timings["total_case"] = round(time.perf_counter() - t_case, 3)
-            record = {
-                "schema": PREDICTION_SCHEMA,
-                "patient_id": case.patient_id,
-                "input": {"path": str(case.source), "sha256": image_sha256(image), "shape": list(image.shape), "spacing_mm": list(image.spacing_mm), "orientation": image.orientation},
-                "model": {"name": loaded.name, "version": loaded.version, "config_sha256": loaded.config_sha256, "path": str(loaded.path), "structures": list(loaded.structures),
-                          "refined": [r.structure for r in [active_refiner(loaded)] if r is not None],
-                          "fallback": {"structures": list(loaded.fallback_structures), "name": loaded.fallback.name, "version": loaded.fallback.version} if loaded.fallback is not None else None},
-                "settings": {"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
-                "structures": result.structures,
-                "composed": result.composed,
-                "partitions": result.partitions,
-                "review_closely": [n for n, r in result.structures.items() if r["review_closely"]],
-                "out_of_scope": out_of_scope(image, result.masks, forced=forced, structures=result.structures),
-                "rule_changes": [asdict(c) for c in result.changes],
-                "timings_s": timings,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "disclaimer": "draft contours for clinician review; not for clinical use without review",
-            }
-            write_json(folder / "prediction.json", record)
+            record = PredictionRecord(
+                patient_id=case.patient_id,
+                input=InputInfo(str(case.source), image_sha256(image), tuple(image.shape), tuple(image.spacing_mm), image.orientation),
+                model=ModelInfo(loaded.name, loaded.version, loaded.config_sha256, str(loaded.path), tuple(loaded.structures),
+                                tuple(r.structure for r in [active_refiner(loaded)] if r is not None),
+                                {"structures": list(loaded.fallback_structures), "name": loaded.fallback.name, "version": loaded.fallback.version} if loaded.fallback is not None else None),
+                settings={"tta": tta, "device": device, "probabilities_saved": save_probabilities, "probabilities_unit": "percent (uint8)"},
+                structures=result.structures,
+                composed=result.composed,
+                partitions=result.partitions,
+                review_closely=tuple(n for n, r in result.structures.items() if r["review_closely"]),
+                out_of_scope=tuple(out_of_scope(image, result.masks, forced=forced, structures=result.structures)),
+                rule_changes=tuple(asdict(c) for c in result.changes),
+                timings_s=timings,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            )  # fmt: skip
+            write_json(folder / PREDICTION_FILE, record.to_dict())
             if result.composed:  # the choice of parts, logged as `compose` logs a clinician's
                 from cervicontour.contours.compose import log_predicted_choice
                 from cervicontour.structures import DEFAULT_NODAL_GROUPS

@@ -1,13 +1,96 @@
-"""Run-directory files: the CSV training log, JSON written atomically, and the PNG curves."""
+"""Run-directory files: ``run.json`` (:class:`RunRecord`), the CSV training log, JSON written
+atomically, and the PNG curves."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+from dataclasses import asdict, dataclass, fields
+from dataclasses import field as dc_field
 from pathlib import Path
 
+from cervicontour.errors import InputError
 from cervicontour.io.atomic import write_text_atomic
+from cervicontour.io.json_object import read_json_object
+
+RUN_FILE = "run.json"
+#: ``run.json``'s ``schema``; runs from before it carry none and are read as schema 1 (the same fields)
+RUN_SCHEMA = "cervicontour-run/1"
+
+
+@dataclass
+class RunRecord:
+    """``run.json``: a training run's configuration, data split, init and, once it ends, its outcome.
+
+    Written by :func:`cervicontour.model.train.train` (at the start, completed at the end) and read
+    by :func:`read_run_record` alone (resuming a run, the refiner's split).
+
+    Example:
+        >>> r = RunRecord.from_dict({"config": {"steps": 2}, "config_sha256": "ab", "cohort": "/c", "train_cases": ["P1"]})
+        >>> r.train_cases, r.schema, r.steps_done
+        (('P1',), 'cervicontour-run/1', None)
+    """
+
+    config: dict
+    config_sha256: str
+    cohort: str
+    init: str | None = None
+    transfer: dict | None = None
+    train_cases: tuple[str, ...] = ()
+    val_cases: tuple[str, ...] = ()
+    arch: dict = dc_field(default_factory=dict)
+    plan_sha256: str = ""
+    world_size: int = 1
+    started: str = ""
+    steps_done: int | None = None  # the outcome, written when the run ends
+    seconds: float | None = None
+    last_loss: float | None = None
+    validation: dict | None = None
+    stopped_by_time: bool | None = None
+    schema: str = RUN_SCHEMA
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return {"schema": data.pop("schema"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = RUN_FILE) -> RunRecord:
+        """Read a ``run.json`` object (one from before the schema field too).
+
+        Raises:
+            InputError: another schema, a field this schema does not have, or a required one missing.
+        """
+        schema = data.get("schema", RUN_SCHEMA)
+        if schema != RUN_SCHEMA:
+            raise InputError(f"{source}: run record schema {schema!r}; this cervicontour reads {RUN_SCHEMA!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"{source}: fields {unknown} are not in a {RUN_SCHEMA} record (expected some of {sorted(known)})")
+        values = dict(data, schema=RUN_SCHEMA)
+        for key in ("train_cases", "val_cases"):
+            values[key] = tuple(values.get(key) or ())
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InputError(f"{source}: not a run record ({exc}); is this a `cervicontour train` run folder?") from None
+
+
+def read_run_record(run_dir: str | os.PathLike) -> RunRecord:
+    """The :class:`RunRecord` of a run folder.
+
+    Raises:
+        InputError: no ``run.json`` there, or not one this version reads.
+    """
+    path = Path(run_dir) / RUN_FILE
+    data = read_json_object(path, expected="the run record of a `cervicontour train` run folder")
+    return RunRecord.from_dict(data, source=str(path))
+
+
+def write_run_record(run_dir: str | os.PathLike, record: RunRecord) -> Path:
+    return write_json(Path(run_dir) / RUN_FILE, record.to_dict())
 
 COLUMNS = ["kind", "step", "seconds", "lr", "loss", "dice_loss", "bce_loss", "mean_dice"]
 

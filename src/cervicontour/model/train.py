@@ -31,7 +31,7 @@ from cervicontour.errors import InputError
 from cervicontour.io.atomic import atomic_path
 from cervicontour.model.config import TrainConfig, to_toml
 from cervicontour.model.losses import _loss, soft_dice_loss  # noqa: F401 (re-exported: callers import them from here)
-from cervicontour.model.run_files import LogWriter, plot_curves, write_json
+from cervicontour.model.run_files import RUN_FILE, LogWriter, RunRecord, plot_curves, read_run_record, write_run_record
 from cervicontour.preprocess import Plan, load_plan, make_plan, save_plan
 
 
@@ -132,7 +132,7 @@ def train(
     )
 
     run_dir = Path(out)
-    run_info: dict = {}
+    run_info: RunRecord | None = None
     rank, world = _dist()
     if rank == 0:
         _prepare_run(run_dir, resume)
@@ -141,11 +141,11 @@ def train(
 
         dist.barrier()  # the other ranks write into the run directory only once it is checked
     if resume:
-        run_info = json.loads((run_dir / "run.json").read_text())
+        run_info = read_run_record(run_dir)
         from cervicontour.model.config import config_from_dict
 
-        config = config_from_dict(run_info["config"], source=str(run_dir / "run.json"))
-        init = run_info.get("init")
+        config = config_from_dict(run_info.config, source=str(run_dir / RUN_FILE))
+        init = run_info.init
     device = config.device
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
@@ -175,7 +175,7 @@ def train(
 
     # ---- plan and architecture
     if resume:
-        arch = run_info.get("arch") or preset(config.network)
+        arch = (run_info.arch if run_info is not None else None) or preset(config.network)
     else:
         arch = source.arch if source and source.arch else preset(config.network)
     stride = total_stride(arch)
@@ -242,12 +242,12 @@ def train(
         model = DistributedDataParallel(network, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
 
     if rank == 0 and not resume:
-        write_json(run_dir / "run.json", {
-            "config": config.to_dict(), "config_sha256": config.sha256(), "cohort": str(Path(cohort).resolve()),
-            "init": str(init) if init else None, "transfer": report.to_dict() if report else None,
-            "train_cases": [c.patient_id for c in train_cases], "val_cases": [c.patient_id for c in val_cases[: config.val_cases]],
-            "arch": arch, "plan_sha256": plan.sha256(), "world_size": world, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })  # fmt: skip
+        write_run_record(run_dir, RunRecord(
+            config=config.to_dict(), config_sha256=config.sha256(), cohort=str(Path(cohort).resolve()),
+            init=str(init) if init else None, transfer=report.to_dict() if report else None,
+            train_cases=tuple(c.patient_id for c in train_cases), val_cases=tuple(c.patient_id for c in val_cases[: config.val_cases]),
+            arch=arch, plan_sha256=plan.sha256(), world_size=world, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        ))  # fmt: skip
     log = LogWriter(run_dir / "log.csv", structures, truncate_after=start_step) if rank == 0 else None
 
     loss_fn = _loss()
@@ -301,14 +301,14 @@ def train(
         })  # fmt: skip
         log.close()
         plot_curves(run_dir / "log.csv", run_dir / "curves.png", structures)
-        info = json.loads((run_dir / "run.json").read_text())
-        info.update({"steps_done": step, "seconds": round(seconds, 1), "last_loss": last_loss, "validation": last_val, "stopped_by_time": stopped_by_time})
-        write_json(run_dir / "run.json", info)
+        info = read_run_record(run_dir)
+        info.steps_done, info.seconds, info.last_loss, info.validation, info.stopped_by_time = step, round(seconds, 1), last_loss, last_val, stopped_by_time
+        write_run_record(run_dir, info)
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-    transfer_record = report.to_dict() if report else run_info.get("transfer")
+    transfer_record = report.to_dict() if report else run_info.transfer if run_info is not None else None
     return TrainResult(run_dir, model_path, step, seconds, last_loss, last_val, stopped_by_time, transfer_record, weights_sha256(network))
 
 

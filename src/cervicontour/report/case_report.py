@@ -23,11 +23,9 @@ import numpy as np
 
 from cervicontour.errors import InputError
 from cervicontour.export.provenance import (
-    KNOWN_FIELDS,
-    field,
     find_prediction_json,
     image_path,
-    read_prediction_json,
+    read_prediction_record,
     rule_changes,
     structure_uncertainty,
     uncertainty_flags,
@@ -146,7 +144,7 @@ def write_case_report(
     from cervicontour.validate.robust import robust_z
 
     case_dir = Path(case_dir)
-    prediction = read_prediction_json(case_dir)
+    prediction = read_prediction_record(case_dir)
     source = image_path(case_dir, prediction)
     if source is None:
         raise InputError(
@@ -267,8 +265,7 @@ def _provenance(prediction, prediction_path, image_label, image_sha256) -> str:
                "(drawn, imported or edited structures).</p>"
     else:
         head = f"<p>Model prediction, from <code>{_e(prediction_path.name)}</code>.</p>"
-        for label in KNOWN_FIELDS:
-            value = field(prediction, label)
+        for label, value in prediction.provenance().items():
             rows.append((label, f"<code>{_e(value)}</code>" if value else "<span class='muted'>not recorded</span>"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<h2>Provenance</h2>{head}<table>{body}</table>"
@@ -276,7 +273,7 @@ def _provenance(prediction, prediction_path, image_label, image_sha256) -> str:
 
 def _scope(prediction) -> str:
     """The out-of-scope flag (``prediction.json``'s ``out_of_scope``), first and in red when raised."""
-    reasons = (prediction or {}).get("out_of_scope") or []
+    reasons = prediction.out_of_scope if prediction is not None else ()
     if not reasons:
         return ""
     items = "".join(f"<li>{_e(r)}</li>" for r in reasons)

@@ -96,10 +96,10 @@ def find_mask(case: Path, mask_id: str) -> MaskFile:
 
 def ct_source(case: Path) -> Path | None:
     """The case's CT: ``image.nii.gz`` in the folder, else the ``input.path`` of ``prediction.json``."""
-    from cervicontour.export.provenance import image_path, read_prediction_json
+    from cervicontour.export.provenance import image_path, read_prediction_record
 
     own = case / "image.nii.gz"  # a link out of the case is not served; only the recorded input may be outside
-    return image_path(case, read_prediction_json(case), own=not own.is_file() or _inside(own, case))
+    return image_path(case, read_prediction_record(case), own=not own.is_file() or _inside(own, case))
 
 
 def is_dicom_case(case: Path) -> bool:

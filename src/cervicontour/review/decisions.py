@@ -96,13 +96,14 @@ def _shape(value) -> str:
 
 
 def _provenance(case: Path) -> dict:
-    from cervicontour.export.provenance import read_prediction_json
+    from cervicontour.export.provenance import read_prediction_record
 
-    info = read_prediction_json(case) or {}
-    model = info.get("model") or {}
+    info = read_prediction_record(case)
+    if info is None:
+        return {"model": {"name": None, "version": None, "config_sha256": None}, "input_sha256": None}
     return {
-        "model": {"name": model.get("name"), "version": model.get("version"), "config_sha256": model.get("config_sha256")},
-        "input_sha256": (info.get("input") or {}).get("sha256"),
+        "model": {"name": info.model.name or None, "version": info.model.version or None, "config_sha256": info.model.config_sha256 or None},
+        "input_sha256": info.input.sha256 or None,
     }
 
 
@@ -237,7 +238,7 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
             nothing accepted.
     """
     from cervicontour.export.ct_series import case_series
-    from cervicontour.export.provenance import field, read_prediction_json
+    from cervicontour.export.provenance import read_prediction_record
     from cervicontour.export.rtstruct import write_rtstruct
     from cervicontour.io import read_nifti
 
@@ -253,11 +254,11 @@ def export_accepted_rtstruct(case: str | os.PathLike, reviewer: str, *, when: _d
     for mask_id, name in sorted(accepted.items(), key=lambda item: _written_order(item[0])):  # the page's newest wins
         chosen[name] = mask_id
     when = when or _now()
-    info = read_prediction_json(case)
+    info = read_prediction_record(case)
     path = case / REVIEW_FOLDER / f"RS_reviewed_{stamp(when)}.dcm"
     series, _ = case_series(case, source)
     result = write_rtstruct(series, {name: read_nifti(case / mask_id) for name, mask_id in chosen.items()}, path,
-                            generation="SEMIAUTOMATIC", model=field(info, "model"), model_version=field(info, "model version"))
+                            generation="SEMIAUTOMATIC", model=info.model.name if info else "", model_version=info.model.version if info else "")
     record = {"action": "export-rtstruct", "timestamp": when.isoformat(), "reviewer": reviewer, **_provenance(case),
               "path": result.path.relative_to(case).as_posix(), "sha256": file_sha256(result.path),
               "structures": {name: {"id": mask_id, "sha256": file_sha256(case / mask_id)} for name, mask_id in chosen.items()}}

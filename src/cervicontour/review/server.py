@@ -308,10 +308,11 @@ def _warm(out_dir: Path, cache: _cases.VolumeCache) -> None:
 
 
 def _prediction(case: Path) -> dict:
-    from cervicontour.export.provenance import read_prediction_json
+    from cervicontour.export.provenance import read_prediction_record
 
     try:
-        return read_prediction_json(case) or {}
+        record = read_prediction_record(case)
+        return record.to_dict() if record is not None else {}
     except InputError:
         return {}
 

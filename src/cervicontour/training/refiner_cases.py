@@ -3,7 +3,6 @@ refiner, and a refiner trained from them (:func:`train_refiner_run`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,16 +80,15 @@ def train_refiner_run(
     from cervicontour.cohort import load_cohort
     from cervicontour.model import load_model, save_model
     from cervicontour.model.refine import new_refiner, train_refiner
-    from cervicontour.model.run_files import write_json
+    from cervicontour.model.run_files import RUN_FILE, read_run_record, write_json
     from cervicontour.volume import lps_axes
 
     model = load_model(stage1)
     model.refiner = None
     cohort = load_cohort(cohort_root)
-    run_json = Path(stage1) / "run.json"
-    if run_json.is_file():
-        run = json.loads(run_json.read_text())
-        train_ids, val_ids = list(run["train_cases"]), list(run["val_cases"])
+    if (Path(stage1) / RUN_FILE).is_file():
+        run = read_run_record(stage1)
+        train_ids, val_ids = list(run.train_cases), list(run.val_cases)
     else:
         ids = [c.patient_id for c in cohort.labelled() if c.has(structure) or (structure == "CTVn" and any(n in COMPOUND["CTVn"] for n in c.structure_names))]
         ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
