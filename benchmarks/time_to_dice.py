@@ -15,6 +15,7 @@ The validation patients differ between the runs (named per method); the test sco
 comparison's, on the same 10 test patients for all.
 
 Usage: python benchmarks/time_to_dice.py [--compare out/compare/full_train20_test10/comparison]
+           [--fit-run "scratch, 40 min=out/scratch40/model"]
 Writes benchmarks/results/time_to_dice.{json,png}.
 """
 
@@ -86,10 +87,13 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compare", type=Path, default=ROOT / "out" / "compare" / "full_train20_test10" / "comparison")
+    parser.add_argument("--fit-run", action="append", default=[], metavar="NAME=MODEL_DIR",
+                        help="another `cervicontour fit` output on the same training cohort (e.g. a longer budget)")
     args = parser.parse_args()
     curves = {}
-    for name in ("fit", "scratch"):
-        folder = args.compare / "methods" / name / "model"
+    runs = [(name, args.compare / "methods" / name / "model") for name in ("fit", "scratch")]
+    runs += [(item.split("=", 1)[0], Path(item.split("=", 1)[1])) for item in args.fit_run]
+    for name, folder in runs:
         stages = json.loads((folder / "fit.json").read_text())["stages"] if (folder / "fit.json").is_file() else {}
         if stages.get("stage1", {}).get("status") == "done":
             curves[name] = fit_curve(folder)
