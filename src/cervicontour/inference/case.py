@@ -125,9 +125,10 @@ def predict_case(
                 full[box] = split[name] if name in split else values[c] >= 0.5
         masks[name] = image.with_array(full, structure=name)
         before = int(np.count_nonzero(values[c] >= 0.5)) if values.size else 0
+        voxels = int(np.count_nonzero(full[box])) if enforced is not None else 0  # nothing outside the box
         if name in split:  # a part's voxels go to siblings or follow its compound's rules: the compound's flag says so
-            before = int(full.sum())
-        records[name] = _structure_record(working[c], int(full.sum()), before, image.voxel_volume_cc, name=name)
+            before = voxels
+        records[name] = _structure_record(working[c], voxels, before, image.voxel_volume_cc, name=name)
     kept = {}
     if keep_probabilities:
         for c, name in enumerate(names):
