@@ -37,7 +37,9 @@ def main() -> None:
     import train_default_model as recipe
 
     from cervicontour.io import read_nifti
-    from cervicontour.model import TrainConfig, load_model, train
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import train
+    from cervicontour.training.train_config import TrainConfig
     from cervicontour.structures import NODAL_OUTPUTS
     from cervicontour.synth import synthesize_cohort
 

@@ -58,7 +58,7 @@ def evaluate_model(run: Path, test: Path, structures=PRIMARY) -> dict:
     """Mean Dice and HD95 per structure of ``run``'s model on the test cohort (input grid, rules on)."""
     from cervicontour.cohort import load_cohort
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
 
     model = load_model(run)
@@ -86,7 +86,7 @@ def evaluate_model(run: Path, test: Path, structures=PRIMARY) -> dict:
 
 
 def run(name: str, cohort_dir: Path, config, *, init=None) -> dict:
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     out = WORK / "runs" / name
     if (out / "model.pt").is_file() and (out / "result.json").is_file():
@@ -102,7 +102,7 @@ def run(name: str, cohort_dir: Path, config, *, init=None) -> dict:
 
 
 def base_config(steps: int, **kw):
-    from cervicontour.model import TrainConfig
+    from cervicontour.training.train_config import TrainConfig
 
     return TrainConfig(network="cpu-small", patch_size=(48, 48, 32), steps=steps, folds=1, threads=1, seed=0, checkpoint_every=max(steps, 1), **kw)
 

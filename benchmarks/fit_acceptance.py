@@ -54,7 +54,7 @@ def make_cohorts(work: Path, *, patients: int, test: int, seed: int, style: dict
 
 def score(model_spec, test: Path) -> dict:
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.training.selection import score_model
 
     model = load_model(model_spec)

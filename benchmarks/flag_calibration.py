@@ -43,7 +43,7 @@ def _dice(ref: np.ndarray, pred: np.ndarray) -> float:
 def measure(cohort: Path, records: Path) -> list[dict]:
     """One record per (patient, structure): score, flag, Dice; cached per patient in ``records``."""
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
     from cervicontour.inference.targets import reference_nodal_groups
 
@@ -96,7 +96,7 @@ OLD_THRESHOLD = 0.25
 
 
 def _model_name() -> str:
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     model = load_model("default")
     return f"{model.name} {model.version}"

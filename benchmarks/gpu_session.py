@@ -145,7 +145,7 @@ def pack(arm: Path, target: Path, logs: list[Path]) -> dict:
     if not (nodal / "model.pt").is_file():
         nodal = arm / "finetune_nodal"
     if (nodal / "run.json").is_file():
-        from cervicontour.model import load_model, save_model
+        from cervicontour.networks.bundle import load_model, save_model
 
         model = load_model(nodal)
         save_model(arm / "model_fp16.pt", model.network, model.plan, model.arch, name=model.name, version=model.version, config_sha256=model.config_sha256, meta=model.meta, half=True)

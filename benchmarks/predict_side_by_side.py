@@ -60,7 +60,7 @@ def main() -> None:
 
     from cervicontour.cohort import load_cohort
     from cervicontour.io import write_text_atomic
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -45,7 +45,7 @@ def score(ct, refs, model, *, tta: bool = False):
 
 def main() -> None:
     from cervicontour.io import read_nifti
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.report.preview import render_overlay
 
     parser = argparse.ArgumentParser()

@@ -29,7 +29,7 @@ def main() -> None:
 
     from cervicontour.cohort import load_cohort
     from cervicontour.metrics import evaluate_pair
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.preprocess import paste, prepare_image
     from cervicontour.preprocess.prepare import SOFT_SCALE, masks_to_working
 

@@ -66,8 +66,9 @@ def progress(prefix: str):
 def main() -> None:
     import torch
 
-    from cervicontour.model import TrainConfig, train
-    from cervicontour.model.config import source_structures
+    from cervicontour.training.train import train
+    from cervicontour.training.train_config import TrainConfig
+    from cervicontour.training.train_config import source_structures
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "default_model")
@@ -209,7 +210,7 @@ def select(work: Path, data: Path, phantom: int, runs: list[Path]) -> Path:
     rules enforced, CTVn composed from the reference's nodal groups. Binary- and soft-label runs
     are compared fairly only there (the training-time validation is on the working grid)."""
     from cervicontour.metrics import evaluate_cohort
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.cohort import predict
 
     target = cohort(data, "target", phantom)
@@ -253,7 +254,7 @@ def evaluate(work: Path, data: Path, phantom: int, model: str | Path = "default"
     treated is the clinician's decision, given to the model as an input, not guessed from the CT.
     """
     from cervicontour.metrics import EvaluationSettings, evaluate_cohort, summarize
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.cohort import predict
 
     test = cohort(data, "test", phantom)
@@ -303,7 +304,7 @@ def means(rows: list[dict], metric: str, digits: int = 4) -> dict[str, float]:
 
 
 def write_card(record: dict) -> None:
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     model = load_model("default")
     meta = model.meta
@@ -388,7 +389,7 @@ def _second_stage(model) -> str:
         return ""
     params = sum(p.numel() for p in r.network.parameters())
     val = r.meta["val_dice_refine_grid"]
-    return (f"- Second stage (`cervicontour.model.refine`): a {params:,}-parameter `PlainConvUNet` refines {r.structure} on the input's own grid\n"
+    return (f"- Second stage (`cervicontour.networks.refine`): a {params:,}-parameter `PlainConvUNet` refines {r.structure} on the input's own grid\n"
             f"  (LPS; spacing clipped into {tuple(round(v, 2) for v in r.spacing_min_mm)}-{tuple(round(v, 2) for v in r.spacing_max_mm)} mm, resampled there when outside),\n"
             f"  from the CT and the coarse {', '.join(r.inputs)} maps; trained {r.meta['steps']} steps ({r.meta['seconds'] / 60:.0f} min on this CPU) on the stage-1\n"
             f"  run's training patients; its validation patients: {r.structure} Dice {val['coarse']:.3f} → {val['refined']:.3f} (refine grid).\n"
@@ -464,7 +465,7 @@ how well the model would do on real CT.
 def ship(fine_run: Path, work: Path, phantom: int, refiner: Path | None = None) -> None:
     """Copy the fine-tuned model into the package as float16 and record where it came from (its
     pretraining is the run folder's sibling ``pretrain``; the selection is ``WORK/selection.json``)."""
-    from cervicontour.model import load_model, save_model
+    from cervicontour.networks.bundle import load_model, save_model
 
     model = load_model(fine_run)
     stage1 = fine_run
@@ -516,7 +517,7 @@ def ship_parts(run: Path) -> None:
     is kept and the fine-tune added under ``parts``; the shipped CTVn refiner is kept (its inputs,
     CTVp/Anorectum/Bladder from stage 1, come from the fine-tuned network now: the test evaluation
     that follows measures the pair)."""
-    from cervicontour.model import load_model, save_model
+    from cervicontour.networks.bundle import load_model, save_model
 
     target = ROOT / "src" / "cervicontour" / "models" / "default" / "model.pt"
     shipped, model = load_model(target), load_model(run)

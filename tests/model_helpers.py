@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cervicontour.model import TrainConfig
+from cervicontour.training.train_config import TrainConfig
 
 #: 12 k-parameter U-Net, 32×32×16 patches, no validation: a step takes a few milliseconds.
 TINY = TrainConfig(network="tiny", patch_budget_voxels=32 * 32 * 16, batch_size=2, steps=3, checkpoint_every=1, folds=1, threads=1, seed=3)
@@ -37,7 +37,7 @@ def tiny_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_cohort, tmp_path_factory) -> Path:
     """A 2-step TINY model trained on the tiny cohort (a run directory with model.pt)."""
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     train(tiny_cohort, out, TINY.replace(steps=2))
@@ -50,7 +50,7 @@ def lift_head(source, structure: str, out_path: Path, bias: float = 0.5) -> Path
     finds the structure everywhere in the body (what a refiner needs to work on)."""
     import torch
 
-    from cervicontour.model import load_model, save_model
+    from cervicontour.networks.bundle import load_model, save_model
 
     model = load_model(source)
     head = model.network.decoder.seg_layers[-1]

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cohort",),
     ("rules", "synth", "preprocess", "contours", "metrics"),
     ("validate",),
-    ("models", "model"),
+    ("models", "networks"),
     ("export",),
     ("inference",),
     ("report",),

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 
 def test_augmentation_on_the_gpu_draws_the_same_transform_as_on_the_cpu():
-    from cervicontour.model.augment import augment_batch
-    from cervicontour.model.config import Augmentation
+    from cervicontour.training.augment import augment_batch
+    from cervicontour.training.train_config import Augmentation
 
     aug = Augmentation(rotation_p=1.0, scale_p=1.0, elastic_p=1.0, gamma_p=1.0, noise_p=1.0, brightness_p=1.0, contrast_p=1.0, lowres_p=1.0)
     gen = np.random.default_rng(5)
@@ -36,7 +36,8 @@ def test_augmentation_on_the_gpu_draws_the_same_transform_as_on_the_cpu():
 
 
 def test_amp_training_on_the_gpu_writes_a_run_that_loads_on_the_cpu(tiny_cohort, tmp_path):
-    from cervicontour.model import load_model, train
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import train
 
     config = TINY.replace(steps=4, device="cuda", amp=True, checkpoint_every=2)
     result = train(tiny_cohort, tmp_path / "run", config)
@@ -49,7 +50,7 @@ def test_amp_training_on_the_gpu_writes_a_run_that_loads_on_the_cpu(tiny_cohort,
 
 
 def test_gpu_run_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     config = TINY.replace(steps=4, device="cuda", checkpoint_every=2, max_minutes=60.0)
     first = train(tiny_cohort, tmp_path / "run", config.replace(steps=2))
@@ -63,8 +64,9 @@ def test_gpu_run_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
 
 
 def test_gpu_inference_matches_the_cpu(tiny_cohort, tmp_path):
-    from cervicontour.model import load_model, train
-    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import train
+    from cervicontour.networks.infer import predict_probabilities
 
     train(tiny_cohort, tmp_path / "run", TINY.replace(steps=2))
     rng = np.random.default_rng(1)
@@ -78,8 +80,8 @@ def test_gpu_inference_matches_the_cpu(tiny_cohort, tmp_path):
 
 def test_the_refiner_on_the_gpu_matches_the_cpu():
     """The shipped model's CTVn refiner (inputs built on the CPU, network on the device)."""
-    from cervicontour.model import load_model
-    from cervicontour.model.refine import refine
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.networks.refine import refine
     from cervicontour.volume import Volume
 
     cpu_model, gpu_model = load_model("default", device="cpu"), load_model("default", device="cuda")

@@ -57,8 +57,9 @@ def five_label_cohort(nodal_cohort, tmp_path_factory) -> Path:
 def source_model(nodal_cohort, tmp_path_factory) -> Path:
     """A tiny stand-in for the default model: the twelve default channels (nodal groups, no CTVn;
     CTVp and its parts) and an (untrained) CTVn refiner inside model.pt."""
-    from cervicontour.model import load_model, save_model, train
-    from cervicontour.model.refine import new_refiner
+    from cervicontour.networks.bundle import load_model, save_model
+    from cervicontour.training.train import train
+    from cervicontour.networks.refine import new_refiner
     from cervicontour.structures import DEFAULT_OUTPUTS
 
     run = tmp_path_factory.mktemp("source") / "run"
@@ -88,9 +89,9 @@ def test_head_rows_are_kept_by_structure_name(source_model):
     a channel the source lacks starts at the prior."""
     import math
 
-    from cervicontour.model import load_model
-    from cervicontour.model.network import build_network
-    from cervicontour.model.transfer import head_row_map, init_new_head_rows, load_into, open_source
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.networks.network import build_network
+    from cervicontour.training.transfer import head_row_map, init_new_head_rows, load_into, open_source
 
     source = open_source(source_model)
     theirs = load_model(source_model).network.decoder.seg_layers[-1]
@@ -140,7 +141,7 @@ def test_partition_is_exact_and_follows_the_most_probable_part():
 
 def test_fit_five_labels_end_to_end(fitted, five_label_cohort):
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.structures import COMPOUND
     from cervicontour.training import read_fit_record
     from cervicontour.validate.notes import para_aortic_included
@@ -247,8 +248,8 @@ def test_a_non_empty_out_without_resume_is_refused(five_label_cohort, source_mod
 
 
 def _weights(model_dir: Path) -> str:
-    from cervicontour.model import load_model
-    from cervicontour.model.train import weights_sha256
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import weights_sha256
 
     model = load_model(model_dir)
     parts = [weights_sha256(model.network)]
@@ -284,7 +285,7 @@ def test_one_version_number():
     import tomllib
 
     import cervicontour
-    from cervicontour.model.train import MODEL_VERSION
+    from cervicontour.training.train import MODEL_VERSION
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert project["version"] == cervicontour.__version__ == MODEL_VERSION
@@ -292,7 +293,7 @@ def test_one_version_number():
 
 def test_train_on_five_labels_keeps_the_shared_head_rows_and_refuses_channels_without_labels(five_label_cohort, source_model, tmp_path):
     from cervicontour.errors import InputError
-    from cervicontour.model import train
+    from cervicontour.training.train import train
     from cervicontour.structures import NODAL_OUTPUTS
 
     with pytest.raises(InputError, match="LN_CommonIliac.*cervicontour fit"):
@@ -335,7 +336,7 @@ def test_a_nodal_choice_a_five_label_model_cannot_honour_is_an_error(five_label_
     from typer.testing import CliRunner
 
     from cervicontour.cli import app
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     train(five_label_cohort, tmp_path / "five", TINY.replace(steps=1, structures=FIVE))
     image = five_label_cohort / "SYN001" / "image.nii.gz"
@@ -363,7 +364,7 @@ def test_the_part_targets_of_an_init_with_a_fallback_come_from_the_network_it_pr
     groups, as the init predicts them, never by the main network's. Hand-made networks: the main
     one puts LN_Pelvic on the 200 HU block and LN_CommonIliac on the 400 HU one, the fallback the
     other way round; a part the fallback does not carry (Cervix) stays the main network's."""
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
     from cervicontour.contours.parts import partition_compound
     from cervicontour.preprocess import Normalization, Plan
     from cervicontour.training.targets import source_probabilities

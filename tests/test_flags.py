@@ -136,7 +136,7 @@ class _Net(torch.nn.Module):
 
 
 def test_predict_case_does_not_flag_an_absent_gtvn():
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
     from cervicontour.inference.case import predict_case
     from cervicontour.preprocess import Normalization, Plan
     from cervicontour.volume import Volume

@@ -13,7 +13,7 @@ from model_helpers import lift_head, tiny_cohort, tiny_run  # noqa: F401 - fixtu
 @pytest.fixture(scope="module")
 def three(tiny_run, tmp_path_factory):  # noqa: F811
     """Three tiny networks told apart by their CTVp and Bladder head biases."""
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     folder = tmp_path_factory.mktemp("chain")
     models = []
@@ -31,8 +31,8 @@ def _own(image, model):
 
 def _chain(tmp_path, three):
     """a → b for CTVp; b → c for Bladder and CTVp; saved in one file and read back."""
-    from cervicontour.model import save_model
-    from cervicontour.model.bundle import load_model
+    from cervicontour.networks.bundle import save_model
+    from cervicontour.networks.bundle import load_model
 
     a, b, c = three
     b_chain = load_model(save_model(tmp_path / "b_chain.pt", b.network, b.plan, b.arch, name="b", version="0", config_sha256="-", fallback=c, fallback_structures=("Bladder", "CTVp")))
@@ -70,10 +70,10 @@ def test_each_channel_comes_from_the_deepest_model_that_keeps_it(three, tiny_coh
 def test_a_network_none_of_whose_channels_is_needed_is_not_run(three, tiny_cohort, tmp_path, monkeypatch):  # noqa: F811
     """a keeps all five structures from b: a's network never runs; b runs for its own channels and
     c only for Bladder and CTVp."""
-    import cervicontour.model.infer as infer
+    import cervicontour.networks.infer as infer
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import save_model
-    from cervicontour.model.bundle import load_model
+    from cervicontour.networks.bundle import save_model
+    from cervicontour.networks.bundle import load_model
 
     a, b, c = three
     b_chain = load_model(save_model(tmp_path / "b_chain.pt", b.network, b.plan, b.arch, name="b", version="0", config_sha256="-", fallback=c, fallback_structures=("Bladder", "CTVp")))
@@ -90,9 +90,9 @@ def parts_chain(three, tmp_path):
     """A network for the CTVp's parts only (Cervix, Uterus), falling back on b for the CTVp."""
     import dataclasses
 
-    from cervicontour.model import save_model
-    from cervicontour.model.bundle import load_model
-    from cervicontour.model.network import build_network
+    from cervicontour.networks.bundle import save_model
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.networks.network import build_network
 
     b = three[1]
     plan = dataclasses.replace(b.plan, structures=("CTVp", "Cervix", "Uterus"))
@@ -103,7 +103,7 @@ def test_a_parts_only_network_runs_over_its_compounds_box_only(three, parts_chai
     """A network kept only for the CTVp's parts (the shipped default's parts network) is run
     over the box parts_region gives only; its channels are 0 outside the box and
     the compound comes from the fallback."""
-    import cervicontour.model.infer as infer
+    import cervicontour.networks.infer as infer
     from cervicontour.inference import case as pipeline
     from cervicontour.cohort import load_cohort
     from cervicontour.preprocess import prepare_image

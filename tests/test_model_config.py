@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cervicontour.errors import InputError
-from cervicontour.model.config import TrainConfig, load_config, source_structures, to_toml
+from cervicontour.training.train_config import TrainConfig, load_config, source_structures, to_toml
 
 
 def test_toml_round_trip_keeps_the_hash(tmp_path):
@@ -38,7 +38,7 @@ def test_source_task_is_anatomy_plus_bladder():
 
 def test_presets_build_with_their_parameter_counts_and_strides():
     torch = pytest.importorskip("torch")
-    from cervicontour.model.network import build_network, count_parameters, preset, total_stride
+    from cervicontour.networks.network import build_network, count_parameters, preset, total_stride
 
     net = build_network(preset("cpu-small"), 1, 5)
     assert 1.3e6 < count_parameters(net) < 1.5e6

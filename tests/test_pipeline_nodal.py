@@ -28,7 +28,7 @@ class BandNet(torch.nn.Module):
 
 
 def _model():
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
 
     plan = Plan(GROUPS, (2.0, 2.0, 3.0), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
     return Model(BandNet(), plan, {}, "bands", "test", "-")
@@ -81,7 +81,7 @@ def test_unknown_or_unpredicted_groups_are_refused():
         def forward(self, x):
             return BandNet()(x)[:, [GROUPS.index(n) for n in ("LN_Pelvic", "LN_CommonIliac", "CTVp")]]
 
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
 
     plan = Plan(("LN_Pelvic", "LN_CommonIliac", "CTVp"), (2.0, 2.0, 3.0), (16, 16, 8), Normalization(-1000.0, 1000.0, 0.0, 100.0))
     narrow = Model(NoParaAortic(), plan, {}, "bands", "test", "-")
@@ -108,7 +108,7 @@ def test_reference_groups_follow_each_cases_contours(tmp_path):
 
     records = {}
     # BandNet cannot be saved as a model file: hand predict() the in-memory model
-    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+    with mock.patch("cervicontour.networks.bundle.load_model", return_value=_model()):
         for path_json in predict(tmp_path / "c", tmp_path / "out", model="bands", all_cases=True, nodal_groups="reference"):
             record = json.loads(path_json.read_text())
             records[record["patient_id"]] = record["composed"]["CTVn"]
@@ -131,7 +131,7 @@ class GrowNet(torch.nn.Module):
 def test_the_parts_union_is_the_composed_target(refined):
     """`cervicontour compose` re-makes CTVn from the part masks: their union must be the CTVn that
     predict wrote, also where a refiner grew CTVn beyond every part's 0.5 level."""
-    from cervicontour.model.refine import Refiner
+    from cervicontour.networks.refine import Refiner
     from cervicontour.inference.case import predict_case
 
     model = _model()
@@ -161,7 +161,7 @@ def _predict_logged(tmp_path, out, **options):
     ct = tmp_path / "P1.nii.gz"
     if not ct.exists():
         write_nifti(_image(), ct)
-    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+    with mock.patch("cervicontour.networks.bundle.load_model", return_value=_model()):
         [record] = predict(ct, out, model="bands", **options)
     return [json.loads(line) for line in (record.parent / "compose_log.jsonl").read_text().splitlines()]
 
@@ -219,7 +219,7 @@ def test_the_cli_logs_who_chose_the_para_aortic_extension(tmp_path, monkeypatch)
 
     write_nifti(_image(), tmp_path / "P1.nii.gz")
     monkeypatch.setattr("getpass.getuser", lambda: "dr.login")
-    with mock.patch("cervicontour.model.load_model", return_value=_model()):
+    with mock.patch("cervicontour.networks.bundle.load_model", return_value=_model()):
         for out, who in ((tmp_path / "a", []), (tmp_path / "b", ["--who", "dr.given"])):
             result = CliRunner().invoke(app, ["predict", str(tmp_path / "P1.nii.gz"), "--out", str(out), "--para-aortic", *who])
             assert result.exit_code == 0, result.output
@@ -233,7 +233,7 @@ def test_a_model_that_predicts_ctvn_itself_still_drafts_the_para_aortic_group_ab
     """A model with a CTVn channel *and* the nodal groups: its CTVn is split among the groups a CTVn
     is made of by default (every voxel to one of them, their union the CTVn); the para-aortic group
     is the per-patient extension, drafted on its own threshold above it, not cut to nothing."""
-    from cervicontour.model.bundle import Model
+    from cervicontour.networks.bundle import Model
     from cervicontour.inference.case import predict_case
 
     class WithCTVn(torch.nn.Module):  # CTVn on the pelvic and common iliac bands; the groups as BandNet

@@ -29,7 +29,7 @@ def test_default_model_is_small_and_has_a_card_naming_its_data(default_model):
     assert default_model.stat().st_size <= 25 * 1024**2
     card = (default_model.parent / "MODEL_CARD.md").read_text()
     assert "Not for clinical use" in card and "seed 1001" in card and "seed 2002" in card
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     model = load_model("default")
     # CTVn is composed at predict time from the nodal groups the clinician chooses; the CTVp is split into its parts

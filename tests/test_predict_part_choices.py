@@ -34,7 +34,8 @@ def cohorts(tmp_path_factory) -> tuple[Path, Path]:
 def nodal_model(cohorts, tmp_path_factory) -> Path:
     """A one-step TINY model with the nodal-group channels (no CTVn, no CTVp parts), its
     LN_Pelvic and LN_CommonIliac heads lifted so that both groups are drafted."""
-    from cervicontour.model import load_model, save_model, train
+    from cervicontour.networks.bundle import load_model, save_model
+    from cervicontour.training.train import train
     from cervicontour.structures import NODAL_OUTPUTS
 
     run = tmp_path_factory.mktemp("nodal") / "run"
@@ -113,7 +114,8 @@ def test_a_chosen_set_of_groups_replaces_the_ctvn_of_a_model_that_predicts_it_it
     """A model with a CTVn channel of its own and the nodal groups: no choice keeps its CTVn (here
     its head bias is -20: nothing drafted); a choice composes CTVn from the chosen groups (the
     LN_CommonIliac head lifted: drafted), replacing its own."""
-    from cervicontour.model import load_model, save_model, train
+    from cervicontour.networks.bundle import load_model, save_model
+    from cervicontour.training.train import train
     from cervicontour.inference.cohort import predict
     from cervicontour.structures import NODAL_OUTPUTS
 

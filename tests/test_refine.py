@@ -1,4 +1,4 @@
-"""The second stage (cervicontour.model.refine): inputs on the right grid in the right orientation,
+"""The second stage (cervicontour.networks.refine): inputs on the right grid in the right orientation,
 identity before training, a learnable correction, and a model file that carries it."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class PatchMean(torch.nn.Module):
 
 
 def test_predict_probabilities_pads_each_channel_with_its_own_value():
-    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.networks.infer import predict_probabilities
 
     image = np.stack([np.full((2, 2, 2), 1.0), np.full((2, 2, 2), 5.0)]).astype(np.float32)
     out = predict_probabilities(PatchMean(), image, (4, 4, 4), pad_value=(10.0, -3.0))
@@ -67,7 +67,7 @@ def _stored(box: Volume, coarse: dict, flip_axes=(), permutation=(0, 1, 2)):
 
 
 def _random_refiner(seed=1, **kw):
-    from cervicontour.model.refine import new_refiner
+    from cervicontour.networks.refine import new_refiner
 
     refiner = new_refiner("CTVn", CONTEXT, (3.0, 3.0, 4.5), (4.0, 4.0, 6.0), seed=seed, **kw)
     torch.manual_seed(seed)
@@ -77,7 +77,7 @@ def _random_refiner(seed=1, **kw):
 
 
 def test_an_untrained_refiner_returns_the_coarse_map():
-    from cervicontour.model.refine import new_refiner, refine
+    from cervicontour.networks.refine import new_refiner, refine
 
     box, coarse = _box()
     refiner = new_refiner("CTVn", CONTEXT, (3.0, 3.0, 4.5), (4.0, 4.0, 6.0))
@@ -89,7 +89,7 @@ def test_an_untrained_refiner_returns_the_coarse_map():
 @pytest.mark.parametrize("flips,perm", [((0, 1), (0, 1, 2)), ((2,), (0, 1, 2)), ((), (2, 0, 1)), ((0,), (1, 0, 2))], ids=["RAS", "flipped-z", "permuted", "flipped-permuted"])
 def test_the_refiner_sees_lps_whatever_the_storage_order(flips, perm):
     """The same anatomy stored RAS, flipped or permuted gives the same refined map, stored the same way."""
-    from cervicontour.model.refine import refine
+    from cervicontour.networks.refine import refine
 
     box, coarse = _box()
     refiner = _random_refiner()
@@ -106,7 +106,7 @@ def test_the_refiner_sees_lps_whatever_the_storage_order(flips, perm):
 
 
 def test_a_grid_outside_the_trained_spacing_goes_to_the_nearest_spacing_inside_and_back():
-    from cervicontour.model.refine import build_inputs, new_refiner, refine
+    from cervicontour.networks.refine import build_inputs, new_refiner, refine
 
     box, coarse = _box(spacing=(1.0, 1.0, 5.0))
     # a linear ramp survives linear down- and up-sampling exactly away from the box edges
@@ -127,7 +127,7 @@ def test_train_refiner_learns_a_one_voxel_dilation():
     short training must beat it clearly."""
     from scipy import ndimage
 
-    from cervicontour.model.refine import RefineCase, dice_on_grid, new_refiner, train_refiner
+    from cervicontour.networks.refine import RefineCase, dice_on_grid, new_refiner, train_refiner
 
     rng = np.random.default_rng(0)
     cases = []
@@ -149,7 +149,7 @@ def test_train_refiner_learns_a_one_voxel_dilation():
 
 
 def test_train_refiner_needs_one_budget():
-    from cervicontour.model.refine import new_refiner, train_refiner
+    from cervicontour.networks.refine import new_refiner, train_refiner
 
     refiner = new_refiner("CTVn", CONTEXT, (3.0, 3.0, 4.5), (4.0, 4.0, 6.0))
     with pytest.raises(InputError, match="exactly one"):
@@ -158,7 +158,7 @@ def test_train_refiner_needs_one_budget():
 
 def test_model_file_carries_the_refiner(tiny_run, tiny_cohort, tmp_path):
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model, save_model
+    from cervicontour.networks.bundle import load_model, save_model
     from cervicontour.inference.case import predict_case
 
     from model_helpers import lift_head
@@ -181,8 +181,8 @@ def test_model_file_carries_the_refiner(tiny_run, tiny_cohort, tmp_path):
 
 
 def test_a_refiner_for_a_structure_the_model_lacks_is_refused(tiny_run, tmp_path):
-    from cervicontour.model import load_model, save_model
-    from cervicontour.model.refine import new_refiner
+    from cervicontour.networks.bundle import load_model, save_model
+    from cervicontour.networks.refine import new_refiner
 
     model = load_model(tiny_run)
     refiner = new_refiner("GTVp", CONTEXT, (3.0, 3.0, 4.5), (4.0, 4.0, 6.0))
@@ -195,7 +195,7 @@ def test_a_model_file_without_a_run_gets_a_seeded_split(tiny_run, tiny_cohort, t
     """No run.json beside the stage-1 model: the labelled patients are shuffled with the seed and at
     most a fifth (here 4 // 5 = 0) go to validation."""
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.training.refiner_cases import train_refiner_run
     from model_helpers import lift_head
 

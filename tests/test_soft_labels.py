@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cervicontour.model.augment import augment_batch
-from cervicontour.model.config import Augmentation, TrainConfig
-from cervicontour.model.data import CaseArrays, sample_batch
+from cervicontour.training.augment import augment_batch
+from cervicontour.training.train_config import Augmentation, TrainConfig
+from cervicontour.training.data import CaseArrays, sample_batch
 from cervicontour.preprocess import Normalization, Plan, prepare_image
 from cervicontour.preprocess.prepare import SOFT_SCALE, masks_to_working
 from cervicontour.volume import Volume
@@ -79,7 +79,7 @@ def test_soft_labels_is_a_config_knob_in_the_hash():
 
 @pytest.mark.parametrize("soft", [False, True])
 def test_training_runs_and_validates_with_either_label_kind(tmp_path, small_cohort, soft):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     config = TrainConfig(structures=("Bladder",), steps=2, val_every=2, val_cases=1, patch_size=(32, 32, 16),
                          batch_size=1, threads=1, soft_labels=soft, augmentation=Augmentation(mirror_axes=()))  # fmt: skip

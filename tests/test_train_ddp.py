@@ -24,8 +24,8 @@ def _worker(rank: int, world: int, port: int, cohort: str, out: str, config: dic
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank), "CERVICONTOUR_DDP_BACKEND": "gloo"})
     import torch.distributed as dist
 
-    from cervicontour.model import train
-    from cervicontour.model.config import config_from_dict
+    from cervicontour.training.train import train
+    from cervicontour.training.train_config import config_from_dict
 
     result = train(cohort, out, config_from_dict(config))
     Path(results, f"rank{rank}.json").write_text(json.dumps({"sha": result.weights_sha256, "steps": result.steps_done}))
@@ -46,7 +46,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tiny_cohort, tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["world_size"] == 2 and (out / "model.pt").is_file()
     # each rank drew its own patches, so DDP trained on different data than one process would
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     single = train(tiny_cohort, tmp_path / "single", TINY.replace(steps=3))
     assert single.weights_sha256 != r0["sha"]

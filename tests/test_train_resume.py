@@ -23,8 +23,8 @@ def _state(path: Path) -> dict:
 
 
 def test_run_directory_holds_config_hash_plan_log_curves_and_model(tiny_cohort, tmp_path):
-    from cervicontour.model import train
-    from cervicontour.model.config import load_config
+    from cervicontour.training.train import train
+    from cervicontour.training.train_config import load_config
 
     config = TINY.replace(steps=4, folds=2, val_every=2, val_cases=1)
     result = train(tiny_cohort, tmp_path / "run", config)
@@ -45,7 +45,7 @@ def test_run_directory_holds_config_hash_plan_log_curves_and_model(tiny_cohort, 
     # run.json is a typed record: the file read back field for field, a legacy one (no schema) too,
     # a foreign one refused
     from cervicontour.errors import InputError
-    from cervicontour.model.run_files import RUN_SCHEMA, read_run_record
+    from cervicontour.training.run_files import RUN_SCHEMA, read_run_record
 
     record = read_run_record(run)
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (NaN Dice compares as text)
@@ -62,7 +62,7 @@ def test_run_directory_holds_config_hash_plan_log_curves_and_model(tiny_cohort, 
 
 
 def test_sigkill_then_resume_ends_with_identical_weights(tiny_cohort, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     config = TINY.replace(steps=7, checkpoint_every=2)
     straight = train(tiny_cohort, tmp_path / "straight", config)
@@ -70,8 +70,9 @@ def test_sigkill_then_resume_ends_with_identical_weights(tiny_cohort, tmp_path):
     killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import os, signal
-        from cervicontour.model import TrainConfig, train
-        from cervicontour.model.config import config_from_dict
+        from cervicontour.training.train import train
+        from cervicontour.training.train_config import TrainConfig
+        from cervicontour.training.train_config import config_from_dict
         import json
         config = config_from_dict(json.loads({json.dumps(json.dumps(config.to_dict()))}))
         def bomb(step, total, loss, val):
@@ -96,14 +97,14 @@ def test_sigkill_then_resume_ends_with_identical_weights(tiny_cohort, tmp_path):
 
 def test_resume_without_a_checkpoint_says_what_to_do(tiny_cohort, tmp_path):
     from cervicontour.errors import InputError
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     with pytest.raises(InputError, match="without --resume"):
         train(tiny_cohort, tmp_path / "none", TINY, resume=True)
 
 
 def test_max_minutes_stops_early_and_still_writes_a_model(tiny_cohort, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     result = train(tiny_cohort, tmp_path / "run", TINY.replace(steps=10_000, max_minutes=0.0))
     assert result.stopped_by_time and result.steps_done == 0

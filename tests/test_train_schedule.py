@@ -11,14 +11,14 @@ pytest.importorskip("torch")
 
 
 def test_progress_by_steps_ignores_time():
-    from cervicontour.model.train import _progress
+    from cervicontour.training.train import _progress
 
     config = TINY.replace(steps=10, max_minutes=1.0)
     assert _progress(config, 5, seconds=59.0) == 0.5  # 5 / 10, the 59 s of the 60 s budget do not count
 
 
 def test_progress_by_time_takes_whichever_budget_is_further_spent():
-    from cervicontour.model.train import _progress
+    from cervicontour.training.train import _progress
 
     config = TINY.replace(steps=10, max_minutes=2.0, lr_schedule="time")
     assert _progress(config, 2, seconds=60.0) == 0.5  # half of 120 s beats 2 / 10
@@ -36,7 +36,7 @@ def test_time_schedule_needs_a_time_budget():
 
 
 def test_time_schedule_run_logs_a_decaying_rate(tiny_cohort, tmp_path):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     config = TINY.replace(steps=6, lr=1e-3, max_minutes=60.0, lr_schedule="time")
     train(tiny_cohort, tmp_path / "run", config)

@@ -103,7 +103,7 @@ def predict_with_model(model_spec, ctx: Context, pred: Path, ids: Sequence[str] 
     :func:`~cervicontour.inference.case.predict_case` (rules enforced; the model loaded once, before).
     """
     from cervicontour.cohort import write_case
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
     from cervicontour.inference.case import predict_case
     from cervicontour.structures import COMPOUND
     from cervicontour.validate.notes import nodal_groups_for

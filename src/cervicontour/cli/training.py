@@ -14,7 +14,8 @@ from cervicontour.cli_common import guard as _guard
 
 def _train_command(cohort, out, config, structures, init, strategy, fold, folds, device, max_minutes, resume, steps, seed, default_structures):
     """Shared body of `train` and `pretrain`: resolve the config, show a progress bar, train."""
-    from cervicontour.model import load_config, train as run_training
+    from cervicontour.training.train import train as run_training
+    from cervicontour.training.train_config import load_config
     from cervicontour.progress import progress
 
     names = tuple(s.strip() for s in structures.split(",") if s.strip()) if structures else default_structures
@@ -80,7 +81,7 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume"),
 ) -> None:
     """Source-task pretraining on many anatomy labels; fine-tune later with `train --init RUN`."""
-    from cervicontour.model.config import source_structures
+    from cervicontour.training.train_config import source_structures
 
     _train_command(cohort, out, config, structures, None, None, None, None, device, max_minutes, resume, steps, seed, source_structures())
 

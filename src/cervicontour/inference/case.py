@@ -68,7 +68,7 @@ def predict_case(
 
     Args:
         image: CT in HU, any orientation. Never modified.
-        model: a :class:`cervicontour.model.Model` (see :func:`cervicontour.model.load_model`).
+        model: a :class:`cervicontour.networks.bundle.Model` (see :func:`cervicontour.networks.bundle.load_model`).
         rules: clinicians' rules for :func:`~cervicontour.rules.enforce` (default: packaged).
         tta: also predict the left-right mirrored image and average (2× the model time).
         keep_probabilities: also return the probability maps on the input grid.
@@ -78,7 +78,7 @@ def predict_case(
             clinician extends the field). Including para-aortic nodes is a clinical decision the
             CT does not show, so the model predicts every group and the choice composes CTVn.
 
-    A model with a refiner (:mod:`cervicontour.model.refine`) replaces that structure's
+    A model with a refiner (:mod:`cervicontour.networks.refine`) replaces that structure's
     probabilities by the refined ones before the rules; the per-structure uncertainty stays the
     working-grid one.
 
@@ -94,7 +94,7 @@ def predict_case(
     # 3b. second stage (when the model has one): refine one structure near the input's resolution
     refiner = active_refiner(model)
     if refiner is not None and values.size:
-        from cervicontour.model.refine import refine
+        from cervicontour.networks.refine import refine
 
         ct_box, coarse = refiner_inputs(image, box, names, values, refiner)
         values[names.index(refiner.structure)] = refine(refiner, ct_box, coarse, plan.normalization, device=device, mirror_axes=(0,) if tta else ())
@@ -191,7 +191,7 @@ def working_probabilities(image: Volume, model, *, tta: bool, device: str, prepa
     whole working grid (the five-structure network, the refiner's region) was faster still but cost
     Anorectum 0.011-0.023, LN_ParaAortic 0.02-0.04 Dice: stage 1 and the refiner keep their windows.
     """
-    from cervicontour.model import infer
+    from cervicontour.networks import infer
     from cervicontour.preprocess import prepare_image
 
     names = list(model.plan.structures)

@@ -115,8 +115,8 @@ def predict(
     from cervicontour.export.provenance import PREDICTION_FILE, InputInfo, ModelInfo, PredictionRecord
     from cervicontour.io.atomic import check_writable, staged_folder
     from cervicontour.io.gate import require_ct
-    from cervicontour.model import load_model
-    from cervicontour.model.run_files import write_json
+    from cervicontour.networks.bundle import load_model
+    from cervicontour.io.json_object import write_json
     from cervicontour.validate.scope import out_of_scope
 
     cases = find_inputs(input_path, all_cases=all_cases, patient_id=patient_id)

@@ -1,4 +1,4 @@
-"""A JSON object read from a file, with the error a user can act on (the records' one reading step)."""
+"""JSON records on disk: one reading step with the error a user can act on, one atomic writing step."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cervicontour.errors import InputError
+from cervicontour.io.atomic import write_text_atomic
 
 
 def read_json_object(path: str | os.PathLike, *, expected: str) -> dict:
@@ -23,3 +24,14 @@ def read_json_object(path: str | os.PathLike, *, expected: str) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected {expected} (a JSON object), got {type(data).__name__}")
     return data
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as indented JSON, atomically (numpy values as lists, anything else unknown as text)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,7 +1,11 @@
 """Training: from a labelled cohort to a validated model (``fit``), and what it is made of.
 
-``fit`` (the hospital's path) drives the trainer (:mod:`cervicontour.model.train`) and the second
-stage (:mod:`cervicontour.model.refine`) through its stages; :mod:`.targets` decides what each
+The training loop (:mod:`.train`: data, augmentation, run folder, checkpoints, DDP), its
+configuration (:mod:`.train_config`), the run record and log (:mod:`.run_files`) and transfer of
+weights from a source model (:mod:`.transfer`) sit under ``fit``.
+
+``fit`` (the hospital's path) drives the trainer (:mod:`cervicontour.training.train`) and the second
+stage (:mod:`cervicontour.networks.refine`) through its stages; :mod:`.targets` decides what each
 output channel trains on, :mod:`.selection` scores and chooses, :mod:`.card` writes the card.
 Nothing heavy is imported here.
 """

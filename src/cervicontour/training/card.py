@@ -44,7 +44,7 @@ def card_data(record, model) -> dict:
 def write_card(out: Path, record, model) -> dict:
     """Write ``out/card.json`` and ``out/card.md`` (atomically); returns the data."""
     from cervicontour.io.atomic import write_text_atomic
-    from cervicontour.model.run_files import write_json
+    from cervicontour.io.json_object import write_json
 
     data = card_data(record, model)
     write_json(out / "card.json", data)

@@ -8,7 +8,7 @@ ones and continues the one a kill interrupted)::
     targets   each channel's training target (training/targets.py: labels, partitioned compounds,
               distilled source channels), written as a cohort folder
     zeroshot  the init scored on the validation patients (what the fit must not fall below)
-    stage1    fine-tune the init (model/train.py) for a step count fixed from the budget
+    stage1    fine-tune the init (training/train.py) for a step count fixed from the budget
     refiner   fine-tune (or train) the CTVn second stage on stage 1's output, same rule (skipped
               when the budget left cannot pay for stage 1 on every patient and its scoring)
     select    score stage 1 and stage 1 + refiner; per structure the best, never below zero-shot
@@ -182,7 +182,7 @@ def fit(
                       "working_grid_validation": result.validation, "transfer": result.transfer})  # fmt: skip
         _finish(out, record, "stage1", t, stage, emit)
 
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     stage1 = load_model(stage1_dir)  # stage 1 alone: no second stage (the init's refiner is where the refiner stage starts)
 

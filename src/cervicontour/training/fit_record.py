@@ -81,6 +81,6 @@ def _finish(out: Path, record: FitRecord, stage: str, t0: float, info: dict, emi
 
 
 def _write_record(out: Path, record: FitRecord) -> None:
-    from cervicontour.model.run_files import write_json
+    from cervicontour.io.json_object import write_json
 
     write_json(out / "fit.json", record.to_dict())

@@ -45,7 +45,7 @@ def _cases(cohort):
 
 def _open_init(init: str):
     """``(model or None, transfer source or None)`` for an init spec."""
-    from cervicontour.model import transfer
+    from cervicontour.training import transfer
 
     spec = str(init)
     if spec == "none":
@@ -61,7 +61,7 @@ def _open_init(init: str):
     source = transfer.open_source(spec)
     if source.kind != "cervicontour":
         return None, source
-    from cervicontour.model import load_model
+    from cervicontour.networks.bundle import load_model
 
     # an init that carries a fallback (the shipped default: its CTVp-parts network, with the previous
     # network kept for the structures the parts fine-tune did not improve) transfers its main network;
@@ -75,7 +75,7 @@ def _predicts(model) -> set[str]:
 
 
 def _plan(cases, source, source_model, config: FitConfig) -> dict:
-    from cervicontour.model.data import split_cases
+    from cervicontour.training.data import split_cases
     from cervicontour.preprocess import make_plan
     from cervicontour.training.targets import channel_plan
 
@@ -108,7 +108,7 @@ def _plan(cases, source, source_model, config: FitConfig) -> dict:
 
 
 def _train_config(channels, config: FitConfig):
-    from cervicontour.model.config import TrainConfig
+    from cervicontour.training.train_config import TrainConfig
 
     return TrainConfig(
         structures=channels.structures, lr=config.lr, batch_size=config.batch_size, head_prior=config.head_prior,
@@ -128,7 +128,7 @@ def _stage1_step_seconds(targets_dir: Path, work: Path, train_config, init: str,
     warms up, is left out)."""
     import csv
 
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     probe = work / "stage1_speed_probe"
     shutil.rmtree(probe, ignore_errors=True)
@@ -146,7 +146,7 @@ def _steps(seconds: float, step_s: float, floor: int, cap: int | None) -> int:
 
 
 def _run_stage1(targets_dir: Path, run_dir: Path, train_config, init: str, cache: Path, emit):
-    from cervicontour.model import train
+    from cervicontour.training.train import train
 
     resume = (run_dir / "checkpoint_last.pt").is_file()
     if not resume and run_dir.exists():
@@ -163,7 +163,7 @@ def _run_stage1(targets_dir: Path, run_dir: Path, train_config, init: str, cache
 def _run_refiner(stage1, source_model, train_cases, val_cases, folder: Path, record, out: Path, clock, config: FitConfig, per_case_eval_s: float, emit) -> dict:
     import copy
 
-    from cervicontour.model.refine import new_refiner, train_refiner
+    from cervicontour.networks.refine import new_refiner, train_refiner
     from cervicontour.training.refiner_cases import refine_training_cases
     from cervicontour.volume import lps_axes
 
@@ -222,7 +222,7 @@ def _with_refiner(stage1, path: Path):
 
     import torch
 
-    from cervicontour.model.refine import Refiner
+    from cervicontour.networks.refine import Refiner
 
     if not path.is_file():
         return None
@@ -234,7 +234,7 @@ def _with_refiner(stage1, path: Path):
 def _assemble(stage1, refined, source_model, choice: dict, frozen: tuple[str, ...], path: Path, *, name: str):
     """The shipped model: stage 1 (with the refiner when CTVn chose it), the zero-shot model as
     the fallback for the structures it kept; written float16 to ``path`` and re-read."""
-    from cervicontour.model import load_model, save_model
+    from cervicontour.networks.bundle import load_model, save_model
 
     main = refined if choice.get("CTVn") == "stage1+refiner" and refined is not None else stage1
     kept = tuple(n for n, c in choice.items() if c == "zeroshot")

@@ -16,7 +16,7 @@ from cervicontour.structures import COMPOUND
 
 def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", progress=None, device: str = "cpu") -> list:
     """Run ``model`` (stage 1) on labelled ``cases`` and turn each into a training case for
-    ``refiner`` (:func:`cervicontour.model.refine.refine_case`): exactly the inputs ``predict``
+    ``refiner`` (:func:`cervicontour.networks.refine.refine_case`): exactly the inputs ``predict``
     gives the refiner, with the reference mask of ``refiner.structure`` as the label.
 
     Args:
@@ -28,7 +28,7 @@ def refine_training_cases(model, cases, refiner, *, nodal_groups="reference", pr
             only), or a fixed list, or None for the default.
         progress: called with each case's patient id.
     """
-    from cervicontour.model.refine import refine_case
+    from cervicontour.networks.refine import refine_case
     from cervicontour.validate.notes import nodal_groups_for
 
     out = []
@@ -65,7 +65,7 @@ def train_refiner_run(
     on_case=None,
     on_step=None,
 ) -> dict:
-    """Train a second stage (:mod:`cervicontour.model.refine`) for ``structure`` on top of the
+    """Train a second stage (:mod:`cervicontour.networks.refine`) for ``structure`` on top of the
     model ``stage1`` and write ``OUT/model.pt`` (stage 1 + refiner, float32) and ``OUT/refiner.json``.
 
     The split: a ``stage1`` run folder's own training/validation patients (its ``run.json``), so
@@ -78,9 +78,10 @@ def train_refiner_run(
         the training record (also in ``refiner.json``).
     """
     from cervicontour.cohort import load_cohort
-    from cervicontour.model import load_model, save_model
-    from cervicontour.model.refine import new_refiner, train_refiner
-    from cervicontour.model.run_files import RUN_FILE, read_run_record, write_json
+    from cervicontour.networks.bundle import load_model, save_model
+    from cervicontour.networks.refine import new_refiner, train_refiner
+    from cervicontour.io.json_object import write_json
+    from cervicontour.training.run_files import RUN_FILE, read_run_record
     from cervicontour.volume import lps_axes
 
     model = load_model(stage1)

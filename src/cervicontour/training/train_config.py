@@ -50,7 +50,7 @@ class TrainConfig:
 
     Attributes:
         structures: output channels (canonical names), one sigmoid each.
-        network: architecture preset (see :data:`cervicontour.model.network.PRESETS`).
+        network: architecture preset (see :data:`cervicontour.networks.network.PRESETS`).
         spacing_mm: fixed working spacing, or ``None`` for the cohort median (plan).
         patch_budget_voxels: largest training patch (the plan fits the patch to it).
         patch_size: a fixed patch instead (rounded up to the network's stride); also overrides

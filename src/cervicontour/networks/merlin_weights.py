@@ -1,6 +1,6 @@
 """The pretrained encoder's weights for :mod:`.merlin`: where the package keeps them, reading a
 checkpoint (a state dict or a file), checking it is an I3ResNet-152, loading it into the encoder
-with a :class:`~cervicontour.model.loading.TransferReport`, and the segmenter built on it
+with a :class:`~cervicontour.networks.loading.TransferReport`, and the segmenter built on it
 (:func:`build_merlin_segmenter`)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from cervicontour.errors import InputError
-from cervicontour.model.loading import TransferReport
-from cervicontour.model.merlin import _HEAD_KEYS, ENCODER_BLOCKS, KIND, WEIGHT_NAMES, I3ResNetEncoder, MerlinSegmenter
+from cervicontour.networks.loading import TransferReport
+from cervicontour.networks.merlin import _HEAD_KEYS, ENCODER_BLOCKS, KIND, WEIGHT_NAMES, I3ResNetEncoder, MerlinSegmenter
 from cervicontour.preprocess import Normalization
 
 

@@ -3,9 +3,9 @@
 Architectures are described exactly as nnU-Net v2 ``plans.json`` describes them
 (``network_class_name`` + ``arch_kwargs``), so our presets and nnU-Net / TotalSegmentator
 checkpoints are built by the same function. One other class is known by name: the pretrained
-Merlin-family encoder + U-Net decoder (:data:`MERLIN_SEGMENTER`, see :mod:`cervicontour.model.merlin`).
+Merlin-family encoder + U-Net decoder (:data:`MERLIN_SEGMENTER`, see :mod:`cervicontour.networks.merlin`).
 Axes: ours are ``(X, Y, Z)`` = LPS-reoriented ``[i, j, k]``; nnU-Net's are ``(z, y, x)`` (see
-:mod:`cervicontour.model.transfer`).
+:mod:`cervicontour.training.transfer`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from copy import deepcopy
 from cervicontour.errors import InputError
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-#: :data:`cervicontour.model.merlin.NETWORK_CLASS` (spelled out: this module does not import torch).
-MERLIN_SEGMENTER = "cervicontour.model.merlin.MerlinSegmenter"
+#: :data:`cervicontour.networks.merlin.NETWORK_CLASS` (spelled out: this module does not import torch).
+MERLIN_SEGMENTER = "cervicontour.networks.merlin.MerlinSegmenter"
+#: the same class under the package's name before issue 23 (``model/``): runs and models saved then still load
+LEGACY_MERLIN_SEGMENTERS = ("cervicontour.model.merlin.MerlinSegmenter",)
 
 _COMMON = {
     "conv_op": "torch.nn.modules.conv.Conv3d",
@@ -80,8 +82,8 @@ def preset(name: str) -> dict:
 
 
 def is_merlin(arch: dict | None) -> bool:
-    """Whether ``arch`` describes a :class:`cervicontour.model.merlin.MerlinSegmenter`."""
-    return bool(arch) and arch.get("network_class_name") == MERLIN_SEGMENTER
+    """Whether ``arch`` describes a :class:`cervicontour.networks.merlin.MerlinSegmenter`."""
+    return bool(arch) and arch.get("network_class_name") in (MERLIN_SEGMENTER, *LEGACY_MERLIN_SEGMENTERS)
 
 
 def total_stride(arch: dict) -> tuple[int, ...]:
@@ -119,7 +121,7 @@ def build_network(arch: dict, in_channels: int, out_channels: int, *, deep_super
         InputError: dynamic-network-architectures is missing, or the class is unknown.
     """
     if is_merlin(arch):
-        from cervicontour.model.merlin import build_from_arch
+        from cervicontour.networks.merlin import build_from_arch
 
         return build_from_arch(arch, in_channels, out_channels, empty_encoder=empty_encoder)
     try:

@@ -30,7 +30,7 @@ class Model:
         meta: anything else recorded at training time (data, metrics, steps).
         path: where it was read from.
         refiner: an optional second stage for one structure
-            (:class:`cervicontour.model.refine.Refiner`), applied by ``predict``.
+            (:class:`cervicontour.networks.refine.Refiner`), applied by ``predict``.
         fallback: an optional second :class:`Model` (e.g. the zero-shot init of a ``fit``) that
             predicts ``fallback_structures`` instead of this one, because it scored better on the
             fit's validation patients; it shares this model's working grid (same spacing and crop).
@@ -58,7 +58,7 @@ class Model:
 def save_model(path, network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None,
                fallback: "Model | None" = None, fallback_structures=()) -> Path:
     """Write ``model.pt`` atomically. ``half=True`` stores float16 weights (half the size).
-    ``refiner``: a trained :class:`cervicontour.model.refine.Refiner` to ship inside the same file.
+    ``refiner``: a trained :class:`cervicontour.networks.refine.Refiner` to ship inside the same file.
     ``fallback``/``fallback_structures``: see :class:`Model` (stored inside the same file)."""
     import torch
 
@@ -85,7 +85,7 @@ def _add_fallback(payload: dict, fallback: "Model | None", structures, *, half: 
 
 def model_payload(network, plan: Plan, arch: dict, *, name: str, version: str, config_sha256: str, meta: dict | None = None, half: bool = False, refiner=None) -> dict:
     """What ``model.pt`` holds for one network (see :func:`save_model`)."""
-    from cervicontour.model.network import storable_state
+    from cervicontour.networks.network import storable_state
 
     state = storable_state(network, half=half)
     payload = {
@@ -150,7 +150,7 @@ def _chain_from_payload(payload: dict, path: Path, device: str) -> Model:
 
 
 def _from_payload(payload: dict, path: Path, device: str) -> Model:
-    from cervicontour.model.network import build_network, load_state
+    from cervicontour.networks.network import build_network, load_state
 
     plan = Plan.from_dict(payload["plan"])
     # model.pt holds every weight: a pretrained encoder (Merlin) is not built, nor read from its package, again
@@ -160,7 +160,7 @@ def _from_payload(payload: dict, path: Path, device: str) -> Model:
     network.to(device).eval()
     refiner = None
     if payload.get("refiner") is not None:
-        from cervicontour.model.refine import Refiner
+        from cervicontour.networks.refine import Refiner
 
         from cervicontour.structures import COMPOUND
 

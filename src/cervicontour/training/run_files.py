@@ -4,7 +4,6 @@ atomically, and the PNG curves."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -12,8 +11,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 
 from cervicontour.errors import InputError
-from cervicontour.io.atomic import write_text_atomic
-from cervicontour.io.json_object import read_json_object
+from cervicontour.io.json_object import read_json_object, write_json
 
 RUN_FILE = "run.json"
 #: ``run.json``'s ``schema``; runs from before it carry none and are read as schema 1 (the same fields)
@@ -24,7 +22,7 @@ RUN_SCHEMA = "cervicontour-run/1"
 class RunRecord:
     """``run.json``: a training run's configuration, data split, init and, once it ends, its outcome.
 
-    Written by :func:`cervicontour.model.train.train` (at the start, completed at the end) and read
+    Written by :func:`cervicontour.training.train.train` (at the start, completed at the end) and read
     by :func:`read_run_record` alone (resuming a run, the refiner's split).
 
     Example:
@@ -93,16 +91,6 @@ def write_run_record(run_dir: str | os.PathLike, record: RunRecord) -> Path:
     return write_json(Path(run_dir) / RUN_FILE, record.to_dict())
 
 COLUMNS = ["kind", "step", "seconds", "lr", "loss", "dice_loss", "bce_loss", "mean_dice"]
-
-
-def write_json(path: Path, data: dict) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 class LogWriter:

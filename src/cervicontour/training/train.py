@@ -29,9 +29,9 @@ import numpy as np
 from cervicontour import __version__ as MODEL_VERSION  # a trained model is stamped with the package version: one version number
 from cervicontour.errors import InputError
 from cervicontour.io.atomic import atomic_path
-from cervicontour.model.config import TrainConfig, to_toml
-from cervicontour.model.losses import _loss, soft_dice_loss  # noqa: F401 (re-exported: callers import them from here)
-from cervicontour.model.run_files import RUN_FILE, LogWriter, RunRecord, plot_curves, read_run_record, write_run_record
+from cervicontour.training.train_config import TrainConfig, to_toml
+from cervicontour.networks.losses import _loss, soft_dice_loss  # noqa: F401 (re-exported: callers import them from here)
+from cervicontour.training.run_files import RUN_FILE, LogWriter, RunRecord, plot_curves, read_run_record, write_run_record
 from cervicontour.preprocess import Plan, load_plan, make_plan, save_plan
 
 
@@ -100,12 +100,12 @@ def train(
     Args:
         cohort: cohort folder (any layout :func:`~cervicontour.cohort.load_cohort` reads).
         out: run directory (new, or an existing run with ``resume=True``).
-        config: see :class:`~cervicontour.model.config.TrainConfig`.
+        config: see :class:`~cervicontour.training.train_config.TrainConfig`.
         init: transfer-learning source — a cervicontour model/run, an nnU-Net v2 results folder
             (``plans.json`` + ``dataset.json`` + ``checkpoint_final.pth``), or a Merlin-family
             encoder (``"astra"``, ``"merlin"``, ``"merlin:PATH"``: the network is then a
-            :class:`~cervicontour.model.merlin.MerlinSegmenter`). ``None``: from scratch.
-            See :func:`cervicontour.model.transfer.open_source`.
+            :class:`~cervicontour.networks.merlin.MerlinSegmenter`). ``None``: from scratch.
+            See :func:`cervicontour.training.transfer.open_source`.
         resume: continue from ``out/checkpoint_last.pt`` (config, plan and architecture are read
             from the run; the init source is not read again: the checkpoint holds every weight).
         on_progress: called ``(step, total, loss, val_dice_or_None)`` after each step.
@@ -120,10 +120,10 @@ def train(
     """
     import torch
 
-    from cervicontour.model import transfer
-    from cervicontour.model.data import load_arrays, split_cases
-    from cervicontour.model.infer import validate
-    from cervicontour.model.network import (
+    from cervicontour.training import transfer
+    from cervicontour.training.data import load_arrays, split_cases
+    from cervicontour.networks.infer import validate
+    from cervicontour.networks.network import (
         build_network,
         is_merlin,
         load_state,
@@ -142,7 +142,7 @@ def train(
         dist.barrier()  # the other ranks write into the run directory only once it is checked
     if resume:
         run_info = read_run_record(run_dir)
-        from cervicontour.model.config import config_from_dict
+        from cervicontour.training.train_config import config_from_dict
 
         config = config_from_dict(run_info.config, source=str(run_dir / RUN_FILE))
         init = run_info.init
@@ -293,7 +293,7 @@ def train(
             if val_data:
                 last_val = validate(network, val_data, plan, device=device, pad_value=pad_value)
                 log.validation(step, seconds, last_val)
-        from cervicontour.model.bundle import save_model
+        from cervicontour.networks.bundle import save_model
 
         save_model(model_path, network, plan, arch, name=run_dir.name, version=MODEL_VERSION, config_sha256=config.sha256(), meta={
             "steps": step, "seconds": round(seconds, 1), "cohort": str(Path(cohort).resolve()), "init": str(init) if init else None,
@@ -353,8 +353,8 @@ def _elapsed(seconds: float, world: int, device: str) -> float:
 def _batch(data, plan: Plan, config: TrainConfig, rng, pad_value: float, device: str):
     import torch
 
-    from cervicontour.model.augment import augment_batch
-    from cervicontour.model.data import sample_batch
+    from cervicontour.training.augment import augment_batch
+    from cervicontour.training.data import sample_batch
 
     images, labels, known = sample_batch(data, plan.patch_size, config.batch_size, rng, fg_oversample=config.fg_oversample, pad_value=pad_value)
     # augmentation runs where the network does (on a GPU the CPU would otherwise be the bottleneck);
