@@ -140,3 +140,12 @@ def test_merlin_full_model_keys_are_found_under_their_prefix_and_heads_skipped(c
 def test_unknown_weight_name_says_what_is_available():
     with pytest.raises(InputError, match="astra, merlin"):
         merlin_weights.weights_path("totalseg")
+
+
+def test_a_segmenter_saved_under_the_old_package_path_is_still_a_merlin():
+    """Models and runs saved before issue 23 name the class under ``cervicontour.model``."""
+    from cervicontour.networks import network
+
+    assert network.is_merlin({"network_class_name": "cervicontour.model.merlin.MerlinSegmenter"})
+    assert network.is_merlin({"network_class_name": merlin.NETWORK_CLASS}) and merlin.NETWORK_CLASS == network.MERLIN_SEGMENTER
+    assert not network.is_merlin({"network_class_name": network.PLAIN_UNET}) and not network.is_merlin(None)
