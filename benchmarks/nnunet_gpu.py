@@ -33,12 +33,14 @@ that travels to it):
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
 import lzma
 import os
 import pickle
+import shutil
 import sys
 import time
 import types
@@ -90,8 +92,6 @@ def _lossless(array, dtype):
 
 # --------------------------------------------------------------------------- 1. pack (here)
 def pack(args) -> None:
-    import shutil
-
     import numpy as np
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
@@ -146,7 +146,7 @@ def _simpleitk_stand_in() -> None:
         sys.modules["SimpleITK"] = module
 
 
-def _preprocess(args, meta: dict, target: Path) -> dict:
+def _preprocess(args, meta: dict, target: Path) -> tuple[dict, dict]:
     """nnU-Net's run_case_save with the arrays carried instead of files read here (same steps after reading)."""
     import numpy as np
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
@@ -177,9 +177,9 @@ def _preprocess(args, meta: dict, target: Path) -> dict:
     if check != expected:
         raise SystemExit(f"preprocessing here differs from nnU-Net's run on the packing machine ({meta['check']['case']}: "
                          f"{check} vs {expected}); the run would not be nnU-Net's")  # fmt: skip
-    return {"preprocess_s": round(time.perf_counter() - started, 1), "matches_packing_machine": True,
-            "held_out": {k.split("/")[1]: (arrays[k].astype(np.float32), properties[k.rsplit("/", 1)[0]])
-                         for k in arrays if k.startswith("held_out/")}}  # fmt: skip
+    held_out = {k.split("/")[1]: (arrays[k].astype(np.float32), properties[k.rsplit("/", 1)[0]])
+                for k in arrays if k.startswith("held_out/")}  # fmt: skip
+    return {"preprocess_s": round(time.perf_counter() - started, 1), "matches_packing_machine": True}, held_out
 
 
 def train(args) -> None:
@@ -202,11 +202,8 @@ def train(args) -> None:
     meta = json.loads((args.pack / "meta.json").read_text())
     dataset = meta["prepared"]["dataset"]
     target = scratch / "nnUNet_preprocessed"
-    import shutil
-
     shutil.copytree(args.pack / "nnUNet_preprocessed" / dataset, target / dataset, dirs_exist_ok=True)
-    prep = _preprocess(args, meta, target)
-    held_out = prep.pop("held_out")
+    prep, held_out = _preprocess(args, meta, target)
     groups = {k: v[: args.held_out] for k, v in meta["prepared"]["cases"].items()}
     print(f"[{time.strftime('%H:%M:%S')}] preprocessed {len(meta['train'])} cases in {prep['preprocess_s']} s; identical to the packing machine's", flush=True)
     out = Path(args.out)
@@ -327,12 +324,20 @@ def score(args) -> None:
 
     undetermined = {}
 
+    @functools.cache
+    def image(case: str):
+        return references[case].load_image()
+
+    @functools.cache
+    def reference(case: str, structure: str):
+        return references[case].load_structure(structure).array
+
     def volumes(point: int, case: str) -> dict:
         """The prediction on the case's CT grid, from one of the three forms ``train`` has stored:
         a label map (disjoint structures), region masks, or (the first GPU run's form) each softmax
         channel > 0.5, where a voxel with no channel above 0.5 counts as background (counted)."""
         key = f"p{point}/{case}"
-        grid = references[case].load_image()
+        grid = image(case)
         if f"{key}/labels" in packed:
             masks = encoding.decode(packed[f"{key}/labels"].transpose(2, 1, 0))
         else:
@@ -358,15 +363,13 @@ def score(args) -> None:
         scores = {}
         per_case = {case: volumes(point["point"], case) for case in val}
         for s in cfg.structures:
-            cases = {case: dice(references[case].load_structure(s).array, per_case[case][s].array) for case in val}
+            cases = {case: dice(reference(case, s), per_case[case][s].array) for case in val}
             scores[s] = {"mean": float(np.nanmean(list(cases.values()))), "cases": cases}
         points.append({k: point[k] for k in ("epoch", "iterations", "train_wall_s", "train_cpu_s", "eval_s", "time")} | {"dice": scores})
         print(f"{point['iterations']:>6} iterations {point['train_wall_s']:>6.0f} s: " + ", ".join(f"{s} {d['mean']:.3f}" for s, d in scores.items()))
     final = run["points"][-1]
     tests = [c for c in final["cases"] if c.startswith("TEST_")]
     pred = ROOT / "out" / "nnunet_gpu" / "test_pred"
-    import shutil
-
     shutil.rmtree(pred, ignore_errors=True)
     for case in tests:
         write_case(pred, references[case].patient_id, None, volumes(final["point"], case))

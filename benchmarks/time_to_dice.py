@@ -63,7 +63,8 @@ def fit_curve(model_dir: Path) -> tuple[list[tuple[float, dict]], dict]:
             if row["kind"] == "val":
                 points.append((float(row["seconds"]), {s: float(row[f"dice_{s}"]) for s in STRUCTURES if row.get(f"dice_{s}")}))
     prep = sum(float(stages.get(k, {}).get("seconds") or 0.0) for k in ("gate", "plan", "targets", "zeroshot"))
-    info = {"validation": f"fit's validation fold of the training cohort ({len(zero.get('cases', {})) or 'its'} patients); "
+    val = stages.get("plan", {}).get("val_patients") or []
+    info = {"validation": f"fit's validation fold of the training cohort ({len(val)} patients: {', '.join(val)}); "
                           "stage 1 rows on the working grid",
             "clock": "training wall seconds (stage 1), zero-shot at 0 s", "not_counted_s": round(prep, 1),
             "steps": stages["stage1"].get("steps_done"), "stage1_train_s": stages["stage1"].get("train_seconds")}  # fmt: skip

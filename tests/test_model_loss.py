@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 @pytest.mark.slow  # importing MONAI alone takes 5-10 s here
 def test_soft_dice_matches_monai():
     monai_losses = pytest.importorskip("monai.losses")
-    from cervicontour.training.train import soft_dice_loss
+    from cervicontour.networks.losses import soft_dice_loss
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 6, 5, 4, generator=g)
@@ -21,7 +21,7 @@ def test_soft_dice_matches_monai():
 
 
 def test_perfect_and_empty_predictions_by_hand():
-    from cervicontour.training.train import soft_dice_loss
+    from cervicontour.networks.losses import soft_dice_loss
 
     target = torch.zeros(1, 1, 4, 4, 4)
     target[0, 0, :2] = 1
@@ -38,7 +38,7 @@ def _dice_by_hand(p, t, smooth=1e-5):
 def test_unknown_channels_leave_the_loss():
     """Partial labels: channel 1 of sample 1 is "not contoured" — the loss must equal the loss
     of the samples that define each channel, and that sample's channel gets no gradient."""
-    from cervicontour.training.train import _loss
+    from cervicontour.networks.losses import _loss
 
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 2, 5, 4, 3, generator=g, requires_grad=True)
@@ -59,7 +59,7 @@ def test_unknown_channels_leave_the_loss():
 
 
 def test_all_known_mask_is_the_plain_loss():
-    from cervicontour.training.train import _loss
+    from cervicontour.networks.losses import _loss
 
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(2, 3, 4, 4, 4, generator=g)

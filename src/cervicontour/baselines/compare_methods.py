@@ -71,19 +71,16 @@ def scored_from(folder: Path) -> MethodResult:
     Raises:
         InputError: ``method.json`` is not a JSON object of those keys with numbers (or null) for the seconds.
     """
-    import json
+    from cervicontour.io.json_object import read_json_object
 
     said = f"scored from the predictions in {folder} (--use)"
     path = folder / METHOD_FILE
     if not path.is_file():
         return MethodResult(folder, None, None, f"{said}; training and prediction times not measured here")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not JSON ({exc}); expected {{\"train_seconds\", \"predict_seconds_per_case\", \"notes\"}}") from None
     keys = {"train_seconds", "predict_seconds_per_case", "notes"}
-    seconds = [meta.get(k) for k in ("train_seconds", "predict_seconds_per_case")] if isinstance(meta, dict) else []
-    if not isinstance(meta, dict) or set(meta) - keys or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in seconds):
+    meta = read_json_object(path, expected=f"what the run measured, an object with some of {sorted(keys)}")
+    seconds = [meta.get(k) for k in ("train_seconds", "predict_seconds_per_case")]
+    if set(meta) - keys or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in seconds):
         raise InputError(f"{path}: expected an object with some of {sorted(keys)} (seconds as numbers or null); got {meta!r:.200}")
     train_s, predict_s = (None if v is None else float(v) for v in seconds)
     notes = f"{said}; " + str(meta.get("notes") or "seconds as the run that made them measured them (method.json)")

@@ -130,7 +130,7 @@ def predict(
         cohort = input_path if input_path.is_dir() and not source.samefile(input_path) else None
         done = _guard(deliver_case, path.parent, rtstruct=rtstruct, report=report, cohort=cohort, rules=loaded_rules)
         if done.rtstruct:
-            written_series = f"the NIfTI CT written as DICOM in {done.series_written}" if done.series_written else f"series in {done.series_referenced}"
+            written_series = f"the NIfTI CT written as DICOM in {done.series_written}" if done.series_written else f"series in {source}"
             console.print(f"  RTSTRUCT: {done.rtstruct} (AUTOMATIC, references {written_series})", highlight=False)
         if done.report:
             console.print(f"  report: {done.report}", highlight=False)

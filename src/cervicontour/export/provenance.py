@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
 from cervicontour.errors import InputError
-from cervicontour.io.json_object import read_json_object
+from cervicontour.io.json_object import read_json_object, refuse_unknown_fields
 
 PREDICTION_FILE = "prediction.json"
 #: what ``predict`` writes as ``prediction.json``'s ``schema``; files from before it carry none and
@@ -99,10 +99,7 @@ class PredictionRecord:
         if not isinstance(schema, str) or schema.rpartition("/")[0] != PREDICTION_SCHEMA.rpartition("/")[0] or schema.rpartition("/")[2] != "1":
             raise InputError(f"{source}: prediction record schema {schema!r}; this cervicontour reads {PREDICTION_SCHEMA!r} "
                              "(re-run `cervicontour predict`, or upgrade cervicontour)")  # fmt: skip
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"{source}: fields {unknown} are not in a {PREDICTION_SCHEMA} record (expected some of {sorted(known)})")
+        refuse_unknown_fields(cls, data, source=source, record=PREDICTION_SCHEMA)
         try:
             values = {k: v for k, v in data.items() if k not in ("input", "model")}
             for key in ("review_closely", "out_of_scope", "rule_changes"):
@@ -122,10 +119,7 @@ class PredictionRecord:
 def _sub(cls, data: Mapping[str, Any], source: str, name: str):
     if not isinstance(data, Mapping):
         raise InputError(f"{source}: {name!r} must be an object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"{source}: {name}.{unknown[0]} is not in a {PREDICTION_SCHEMA} record (expected some of {sorted(known)})")
+    refuse_unknown_fields(cls, data, source=source, record=PREDICTION_SCHEMA, prefix=f"{name}.")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     for key in ("name", "version", "config_sha256", "path", "sha256", "orientation"):
         if key in values and values[key] is not None and not isinstance(values[key], str):

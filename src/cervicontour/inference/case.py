@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cervicontour.contours.flags import structure_record
 from cervicontour.errors import InputError
 from cervicontour.structures import COMPOUND
 from cervicontour.inference.targets import compose_targets, parts_partition
@@ -128,7 +129,7 @@ def predict_case(
         voxels = int(np.count_nonzero(full[box])) if enforced is not None else 0  # nothing outside the box
         if name in split:  # a part's voxels go to siblings or follow its compound's rules: the compound's flag says so
             before = voxels
-        records[name] = _structure_record(working[c], voxels, before, image.voxel_volume_cc, name=name)
+        records[name] = structure_record(working[c], voxels, before, image.voxel_volume_cc, name=name)
     kept = {}
     if keep_probabilities:
         for c, name in enumerate(names):
@@ -308,14 +309,6 @@ def _box_volume(image: Volume, box: tuple[slice, ...]) -> Volume:
     shape = tuple(max((s.stop or 0) - (s.start or 0), 0) for s in box)
     origin = image.index_to_world(start)
     return Volume(np.zeros(shape, np.uint8), image.spacing_mm, tuple(origin), image.direction)
-
-
-def _structure_record(p: np.ndarray, voxels: int, voxels_before_rules: int, voxel_cc: float, *, name: str | None = None) -> dict:
-    """Volume, uncertainty (mean binary entropy, bits, of the working-grid voxels with p > 0.05) and
-    the "review closely" flag against ``name``'s calibrated threshold: :mod:`cervicontour.contours.flags`."""
-    from cervicontour.contours.flags import structure_record
-
-    return structure_record(p, voxels, voxels_before_rules, voxel_cc, name=name)
 
 
 class _Clock:

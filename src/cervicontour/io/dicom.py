@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cervicontour.errors import InputError
-from cervicontour.io.dicom_slices import _check_size, _fmt, _hounsfield, _Slice
+from cervicontour.io.dicom_slices import Slice, check_size, hounsfield
 from cervicontour.volume import Volume
 
 ORIENTATION_TOLERANCE = 1e-4
@@ -119,9 +119,9 @@ def read_patient_id(folder: str | os.PathLike) -> str:
 
 
 # ------------------------------------------------------------------------------ scanning
-def _scan(pydicom, folder: Path) -> tuple[dict[str, list[_Slice]], dict[str, list[str]]]:
+def _scan(pydicom, folder: Path) -> tuple[dict[str, list[Slice]], dict[str, list[str]]]:
     """Group single-frame image files by SeriesInstanceUID; note why others were skipped."""
-    series: dict[str, list[_Slice]] = defaultdict(list)
+    series: dict[str, list[Slice]] = defaultdict(list)
     skipped: dict[str, list[str]] = defaultdict(list)
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         ds = _read_header(pydicom, path)
@@ -140,7 +140,7 @@ def _scan(pydicom, folder: Path) -> tuple[dict[str, list[_Slice]], dict[str, lis
         elif frames > 1:
             skipped["multi-frame"].append(path.name)
         else:
-            series[uid].append(_Slice(path, ds))
+            series[uid].append(Slice(path, ds))
     return dict(series), dict(skipped)
 
 
@@ -165,7 +165,7 @@ def _summarise(skipped: dict[str, list[str]]) -> str:
     return "; ".join(f"{len(names)} file(s) skipped as {why}" for why, names in skipped.items())
 
 
-def _choose_series(folder: Path, series: dict[str, list[_Slice]], uid: str | None) -> list[_Slice]:
+def _choose_series(folder: Path, series: dict[str, list[Slice]], uid: str | None) -> list[Slice]:
     if uid is not None:
         if uid in series:
             return series[uid]
@@ -181,7 +181,7 @@ def _choose_series(folder: Path, series: dict[str, list[_Slice]], uid: str | Non
     )
 
 
-def _describe(series: dict[str, list[_Slice]]) -> str:
+def _describe(series: dict[str, list[Slice]]) -> str:
     lines = []
     for uid, slices in sorted(series.items()):
         ds = slices[0].dataset
@@ -193,7 +193,7 @@ def _describe(series: dict[str, list[_Slice]]) -> str:
 
 
 # ------------------------------------------------------------------------------ geometry
-def _required(folder: Path, item: _Slice, keyword: str, count: int) -> np.ndarray:
+def _required(folder: Path, item: Slice, keyword: str, count: int) -> np.ndarray:
     value = item.dataset.get(keyword)
     try:
         values = np.asarray([float(v) for v in value], dtype=float)
@@ -208,7 +208,7 @@ def _required(folder: Path, item: _Slice, keyword: str, count: int) -> np.ndarra
     return values
 
 
-def _check_same(folder: Path, slices: list[_Slice], values: list[np.ndarray], name: str,
+def _check_same(folder: Path, slices: list[Slice], values: list[np.ndarray], name: str,
                 tolerance: float, hint: str) -> np.ndarray:
     reference = values[0]
     for item, value in zip(slices, values):
@@ -220,7 +220,7 @@ def _check_same(folder: Path, slices: list[_Slice], values: list[np.ndarray], na
     return reference
 
 
-def _orientation(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _orientation(folder: Path, slices: list[Slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     iops = [_required(folder, s, "ImageOrientationPatient", 6) for s in slices]
     iop = _check_same(
         folder, slices, iops, "ImageOrientationPatient", ORIENTATION_TOLERANCE,
@@ -241,7 +241,7 @@ def _orientation(folder: Path, slices: list[_Slice]) -> tuple[np.ndarray, np.nda
     return row, col, normal
 
 
-def _build_volume(folder: Path, slices: list[_Slice]) -> Volume:
+def _build_volume(folder: Path, slices: list[Slice]) -> Volume:
     row, col, normal = _orientation(folder, slices)
     sizes = [np.asarray([int(s.dataset.get("Rows", 0)), int(s.dataset.get("Columns", 0))])
              for s in slices]
@@ -260,8 +260,8 @@ def _build_volume(folder: Path, slices: list[_Slice]) -> Volume:
     positions, along = positions[order], along[order]
     slice_mm = _slice_spacing(folder, slices, positions, along, row, col, pixel)
 
-    _check_size(folder, slices, int(rows), int(cols))
-    array = _hounsfield(folder, slices, int(rows), int(cols))
+    check_size(folder, slices, int(rows), int(cols))
+    array = hounsfield(folder, slices, int(rows), int(cols))
     first = slices[0].dataset
     metadata = {
         "source": str(folder),
@@ -281,7 +281,7 @@ def _build_volume(folder: Path, slices: list[_Slice]) -> Volume:
     )
 
 
-def _slice_spacing(folder: Path, slices: list[_Slice], positions: np.ndarray, along: np.ndarray,
+def _slice_spacing(folder: Path, slices: list[Slice], positions: np.ndarray, along: np.ndarray,
                    row: np.ndarray, col: np.ndarray, pixel: np.ndarray) -> float:
     names = [s.path.name for s in slices]
     if len(slices) == 1:
@@ -333,3 +333,6 @@ def _slice_spacing(folder: Path, slices: list[_Slice], positions: np.ndarray, al
             "of ImageOrientationPatient — resample the series first"
         )
     return float((along[-1] - along[0]) / (len(slices) - 1))
+
+def _fmt(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + ")"

@@ -1,4 +1,4 @@
-"""One DICOM slice of :mod:`.dicom`'s series: its header and deferred pixels (:class:`_Slice`), the
+"""One DICOM slice of :mod:`.dicom`'s series: its header and deferred pixels (:class:`Slice`), the
 pixel checks, and Hounsfield units from the stored values (RescaleSlope/Intercept)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ _INT16 = np.iinfo(np.int16)
 
 
 @dataclass(frozen=True)
-class _Slice:
+class Slice:
     path: Path
     dataset: Any  # pydicom Dataset with PixelData deferred
 
 
-def _check_size(folder: Path, slices: list[_Slice], rows: int, cols: int) -> None:
+def check_size(folder: Path, slices: list[Slice], rows: int, cols: int) -> None:
     """Refuse, before the volume is allocated, Rows × Columns no slice file can hold.
 
     The files' total size times 1032 (deflate's best ratio; RLE and JPEG do worse on CT) bounds
@@ -38,7 +38,7 @@ def _check_size(folder: Path, slices: list[_Slice], rows: int, cols: int) -> Non
                          f"the files can hold ({room} bytes at most); the headers are damaged — re-export the series")
 
 
-def _hounsfield(folder: Path, slices: list[_Slice], rows: int, cols: int) -> np.ndarray:
+def hounsfield(folder: Path, slices: list[Slice], rows: int, cols: int) -> np.ndarray:
     """Stack slices as ``[i, j, k]`` and apply each slice's slope/intercept."""
     scales = [(_number(s, "RescaleSlope", 1.0), _number(s, "RescaleIntercept", 0.0)) for s in slices]
     integral = all(slope.is_integer() and intercept.is_integer() for slope, intercept in scales)
@@ -55,7 +55,7 @@ def _hounsfield(folder: Path, slices: list[_Slice], rows: int, cols: int) -> np.
     return out
 
 
-def _pixels(folder: Path, item: _Slice, rows: int, cols: int) -> np.ndarray:
+def _pixels(folder: Path, item: Slice, rows: int, cols: int) -> np.ndarray:
     ds = item.dataset
     try:
         pixels = ds.pixel_array
@@ -74,7 +74,7 @@ def _pixels(folder: Path, item: _Slice, rows: int, cols: int) -> np.ndarray:
     return pixels
 
 
-def _number(item: _Slice, keyword: str, default: float) -> float:
+def _number(item: Slice, keyword: str, default: float) -> float:
     value = item.dataset.get(keyword)
     if value is None or value == "":
         return default
@@ -90,7 +90,3 @@ def _number(item: _Slice, keyword: str, default: float) -> float:
             "the export is damaged — re-export the series"
         )
     return number
-
-
-def _fmt(values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + ")"

@@ -11,11 +11,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Delivered:
     """What :func:`deliver_case` wrote: the RTSTRUCT (and the series it references, when this call
-    wrote the NIfTI CT as one) and the report; None for what was not asked for."""
+    wrote the NIfTI CT as one; else it references the input's series) and the report; None for what
+    was not asked for."""
 
     rtstruct: Path | None = None
     series_written: Path | None = None
-    series_referenced: Path | None = None
     report: Path | None = None
 
 
@@ -27,8 +27,6 @@ def deliver_case(case_dir: str | os.PathLike, *, rtstruct: bool, report: bool, c
     Raises:
         InputError: no ``prediction.json``, its input gone or changed (RTSTRUCT), an unreadable case.
     """
-    from cervicontour.export.provenance import read_prediction_record
-
     case_dir = Path(case_dir)
     exported = series = html = None
     if rtstruct:
@@ -39,7 +37,4 @@ def deliver_case(case_dir: str | os.PathLike, *, rtstruct: bool, report: bool, c
         from cervicontour.report.case_report import write_case_report
 
         html = write_case_report(case_dir, cohort=cohort, rules=rules)
-    record = read_prediction_record(case_dir)
-    source = Path(record.input.path) if record is not None and record.input.path else None
-    return Delivered(exported.path if exported else None, series.folder if series else None,
-                     source if exported and not series else None, html)  # fmt: skip
+    return Delivered(exported.path if exported else None, series.folder if series else None, html)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 
 from cervicontour.errors import InputError
-from cervicontour.io.json_object import read_json_object, write_json
+from cervicontour.io.json_object import read_json_object, refuse_unknown_fields, write_json
 
 RUN_FILE = "run.json"
 #: ``run.json``'s ``schema``; runs from before it carry none and are read as schema 1 (the same fields)
@@ -63,10 +63,7 @@ class RunRecord:
         schema = data.get("schema", RUN_SCHEMA)
         if schema != RUN_SCHEMA:
             raise InputError(f"{source}: run record schema {schema!r}; this cervicontour reads {RUN_SCHEMA!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"{source}: fields {unknown} are not in a {RUN_SCHEMA} record (expected some of {sorted(known)})")
+        refuse_unknown_fields(cls, data, source=source, record=RUN_SCHEMA)
         values = dict(data, schema=RUN_SCHEMA)
         for key in ("train_cases", "val_cases"):
             values[key] = tuple(values.get(key) or ())

@@ -30,7 +30,7 @@ from cervicontour import __version__ as MODEL_VERSION  # a trained model is stam
 from cervicontour.errors import InputError
 from cervicontour.io.atomic import atomic_path
 from cervicontour.training.train_config import TrainConfig, to_toml
-from cervicontour.networks.losses import _loss, soft_dice_loss  # noqa: F401 (re-exported: callers import them from here)
+from cervicontour.networks.losses import _loss
 from cervicontour.training.run_files import RUN_FILE, LogWriter, RunRecord, plot_curves, read_run_record, write_run_record
 from cervicontour.preprocess import Plan, load_plan, make_plan, save_plan
 
